@@ -1,0 +1,69 @@
+"""How workers make their job names known, and that they are alive, without the gateway
+importing worker code.
+
+Each worker writes a spec per job name into one hash when it starts (the catalog stays when
+workers stop, so jobs can be queued while none runs) and refreshes its own last-seen time in a
+sorted set while it runs. `/readyz` counts the workers seen recently.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.events import now_ms
+from shared.keys import Keys
+
+__all__ = [
+    "ALIVE_WITHIN_S",
+    "BEAT_INTERVAL_S",
+    "JobSpec",
+    "advertise",
+    "count_alive",
+    "load_catalog",
+    "mark_alive",
+    "retire",
+]
+
+# A worker marks itself alive this often; it counts as alive for three missed beats.
+BEAT_INTERVAL_S = 5.0
+ALIVE_WITHIN_S = 3 * BEAT_INTERVAL_S
+
+
+class JobSpec(TypedDict):
+    name: str
+    params: list[str]
+    required: list[str]
+    accepts_any: bool
+    doc: str
+
+
+async def advertise(redis: Redis, keys: Keys, specs: list[JobSpec]) -> None:
+    if specs:
+        mapping = {spec["name"]: orjson.dumps(spec) for spec in specs}
+        await redis.hset(keys.catalog(), mapping=mapping)  # type: ignore[misc]
+
+
+async def load_catalog(redis: Redis, keys: Keys) -> dict[str, JobSpec]:
+    raw: dict[bytes, bytes] = await redis.hgetall(keys.catalog())  # type: ignore[misc]
+    return {name.decode(): orjson.loads(spec) for name, spec in raw.items()}
+
+
+async def mark_alive(redis: Redis, keys: Keys, worker_id: str) -> None:
+    await redis.zadd(keys.workers(), {worker_id: now_ms()})
+
+
+async def retire(redis: Redis, keys: Keys, worker_id: str) -> None:
+    await redis.zrem(keys.workers(), worker_id)
+
+
+async def count_alive(redis: Redis, keys: Keys, within_s: float) -> int:
+    """Workers seen in the last `within_s` seconds; older entries are pruned."""
+    cutoff = now_ms() - int(within_s * 1000)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(keys.workers(), "-inf", f"({cutoff}")
+        pipe.zcard(keys.workers())
+        _, alive = await pipe.execute()
+    return int(alive)

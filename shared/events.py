@@ -1,0 +1,112 @@
+"""The event envelope every job writes and every client reads, and its orjson encoding.
+
+```
+{"v": 1, "type": "progress", "job": "<job id>", "ts": <unix ms>, "attempt": <arq job_try>,
+ "data": {...}}
+```
+The envelope carries no id: the Redis stream id given by XADD is the event's id.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, TypedDict
+
+import orjson
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "TERMINAL_TYPES",
+    "Event",
+    "EventType",
+    "InvalidEvent",
+    "decode_event",
+    "encode_event",
+    "make_event",
+    "now_ms",
+]
+
+ENVELOPE_VERSION = 1
+# What decode_event checks beyond `v` and `type` (orjson yields exactly these types).
+_FIELD_TYPES: dict[str, type] = {"job": str, "ts": int, "attempt": int, "data": dict}
+
+
+class EventType(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    HEARTBEAT = "heartbeat"
+    DATA = "data"
+    LOG = "log"
+    ERROR = "error"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_TYPES
+
+
+TERMINAL_TYPES = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
+
+
+class Event(TypedDict):
+    v: int
+    type: str
+    job: str
+    ts: int
+    attempt: int
+    data: dict[str, Any]
+
+
+class InvalidEvent(ValueError):
+    """Bytes that are not a Jobwire event envelope."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_event(
+    event_type: EventType, job_id: str, attempt: int, data: dict[str, Any], ts: int | None = None
+) -> Event:
+    return Event(
+        v=ENVELOPE_VERSION,
+        type=event_type.value,
+        job=job_id,
+        ts=now_ms() if ts is None else ts,
+        attempt=attempt,
+        data=data,
+    )
+
+
+def encode_event(event: Event) -> bytes:
+    """One line of JSON: orjson escapes every control character, so no raw newline."""
+    return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+
+
+def decode_event(raw: bytes | str) -> Event:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or value.get("v") != ENVELOPE_VERSION:
+        raise InvalidEvent("not a version-1 event envelope")
+    try:
+        EventType(value["type"])
+    except (KeyError, ValueError):
+        raise InvalidEvent(f"unknown event type {value.get('type')!r}") from None
+    for name, kind in _FIELD_TYPES.items():
+        if type(value.get(name)) is not kind:
+            raise InvalidEvent(f"field {name!r} must be a {kind.__name__}")
+    return Event(
+        v=value["v"],
+        type=value["type"],
+        job=value["job"],
+        ts=value["ts"],
+        attempt=value["attempt"],
+        data=value["data"],
+    )

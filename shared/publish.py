@@ -1,0 +1,86 @@
+"""The one way an event enters Redis: an atomic server-side script.
+
+In one step it appends the event to the job's stream (trimmed with MAXLEN ~), updates the state
+hash, announces `<id> <event json>` on the job's live channel and, for a terminal event, sets
+both keys to expire after the retention period. Nothing is appended after a terminal event, so
+a stream always ends at its first terminal event, whoever raced to write it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+
+from shared.events import Event, EventType, encode_event
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.state import state_changes
+from shared.streamid import StreamId
+
+__all__ = ["PUBLISH_SCRIPT", "PublishResult", "Publisher"]
+
+# A job that never finishes (its worker and queue lost) must not stay in Redis forever; every
+# event refreshes this longer lifetime, and a terminal event shortens it to the retention.
+_ACTIVE_TTL_FACTOR = 7
+
+PUBLISH_SCRIPT = """
+local status = redis.call('HGET', KEYS[2], 'status')
+if ARGV[1] == 'create' then
+  if status then return {0, status} end
+elseif status == 'completed' or status == 'failed' or status == 'cancelled' then
+  return {0, status}
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
+redis.call('HSET', KEYS[2], 'last_event_id', id, 'last_event_type', ARGV[6],
+           'updated_at', ARGV[7], unpack(ARGV, 8))
+redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {1, id}
+"""
+
+
+class PublishResult(NamedTuple):
+    """`id` of the stored event, or None and the `status` that refused it."""
+
+    id: StreamId | None
+    status: str | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.id is not None
+
+
+class Publisher:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._keys = Keys(settings.key_prefix)
+        self._maxlen = settings.stream_maxlen
+        self._retention_s = settings.retention_s
+        self._script = redis.register_script(PUBLISH_SCRIPT)
+
+    async def publish(self, event: Event, *, create: bool = False) -> PublishResult:
+        """Append `event`; with `create`, only if the job does not exist yet.
+
+        Refused (id None) when the job already ended, or with `create` when it exists.
+        """
+        job_id = event["job"]
+        terminal = EventType(event["type"]).is_terminal
+        ttl = self._retention_s if terminal else self._retention_s * _ACTIVE_TTL_FACTOR
+        args: list[str | bytes | int] = [
+            "create" if create else "append",
+            self._maxlen,
+            encode_event(event),
+            ttl,
+            self._keys.live(job_id),
+            event["type"],
+            event["ts"],
+        ]
+        for field, value in state_changes(event).items():
+            args += [field, value]
+        accepted, value = await self._script(
+            keys=[self._keys.events(job_id), self._keys.state(job_id)], args=args
+        )
+        if accepted:
+            return PublishResult(StreamId.parse(value), None)
+        return PublishResult(None, value.decode() if isinstance(value, bytes) else str(value))

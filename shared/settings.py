@@ -1,0 +1,184 @@
+"""One frozen settings object, built once from `JOBWIRE_*` environment variables.
+
+Every process builds it at start-up and passes it down; nothing reads the environment later.
+Tests build their own with `Settings.from_env({...})`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "UnknownSettingWarning",
+    "describe",
+    "env_names",
+]
+
+ENV_PREFIX = "JOBWIRE_"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A `JOBWIRE_*` variable holds a value its setting cannot take."""
+
+
+class UnknownSettingWarning(UserWarning):
+    """A `JOBWIRE_*` variable names no setting (most often a typo)."""
+
+
+def _setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = _setting(
+        "",
+        "Redis holding the event streams and job state. Empty: `jobwire up` starts a private "
+        f"redis-server; `jobwire gateway` / `jobwire worker` use {DEFAULT_REDIS_URL}.",
+    )
+    queue_redis_url: str = _setting(
+        "", "Redis holding arq's queue. Empty: the same as JOBWIRE_REDIS_URL."
+    )
+    key_prefix: str = _setting("jobwire", "Prefix of every Redis key Jobwire writes.")
+    queue_name: str = _setting("jobwire:queue", "arq queue name.")
+    stream_maxlen: int = _setting(
+        10_000, "Events kept per job stream (XADD MAXLEN ~); older ones are trimmed."
+    )
+    retention_s: int = _setting(86_400, "How long a finished job's events and state stay in Redis.")
+    heartbeat_s: float = _setting(
+        15.0, "A running job writes a heartbeat after this long without any other event."
+    )
+    progress_interval_s: float = _setting(
+        0.1, "Progress updates closer together than this are coalesced (latest value wins)."
+    )
+    ping_s: float = _setting(
+        15.0, "An idle SSE stream gets a comment ping this often, to keep proxies from cutting it."
+    )
+    sse_retry_ms: int = _setting(2_000, "The `retry:` reconnect delay sent to SSE clients.")
+    send_timeout_s: float = _setting(
+        30.0, "A client that has not taken a frame for this long is cut off (it may resume)."
+    )
+    host: str = _setting("127.0.0.1", "Address the gateway listens on.")
+    port: int = _setting(8000, "Port the gateway listens on.")
+    max_body_bytes: int = _setting(65_536, "Largest accepted request body (413 above it).")
+    max_result_bytes: int = _setting(
+        65_536, "Largest encoded job result put in the `completed` event; larger ones are cut."
+    )
+    job_timeout_s: float = _setting(3_600.0, "A job running longer than this fails.")
+    max_tries: int = _setting(3, "Attempts a retryable job gets before it fails.")
+    retry_delay_s: float = _setting(1.0, "Delay before a retryable job runs again.")
+    worker_concurrency: int = _setting(10, "Jobs one worker runs at the same time.")
+    worker_poll_s: float = _setting(
+        0.5, "How often a worker polls for new jobs and aborts (cancel latency)."
+    )
+    log_level: str = _setting("INFO", "Log level of the gateway and worker.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `JOBWIRE_*` names; unknown names are warned about."""
+        environ = os.environ if environ is None else environ
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, raw in environ.items():
+            if not name.startswith(ENV_PREFIX):
+                continue
+            attr = name[len(ENV_PREFIX) :].lower()
+            if attr not in known:
+                warnings.warn(
+                    f"{name} is not a Jobwire setting; known: {', '.join(env_names())}",
+                    UnknownSettingWarning,
+                    stacklevel=2,
+                )
+                continue
+            values[attr] = _convert(name, raw, known[attr].type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = (
+            "stream_maxlen",
+            "retention_s",
+            "heartbeat_s",
+            "progress_interval_s",
+            "ping_s",
+            "send_timeout_s",
+            "max_body_bytes",
+            "max_result_bytes",
+            "job_timeout_s",
+            "max_tries",
+            "worker_concurrency",
+            "worker_poll_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+        for name in ("retry_delay_s", "sse_retry_ms"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be >= 0")
+        if not 0 <= self.port <= 65_535:
+            raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
+        if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
+            raise SettingsError(f"{ENV_PREFIX}KEY_PREFIX must be non-empty, without braces")
+
+    @property
+    def events_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def arq_redis_url(self) -> str:
+        return self.queue_redis_url or self.events_redis_url
+
+    def to_env(self) -> dict[str, str]:
+        """The `JOBWIRE_*` variables that rebuild these settings in a child process."""
+        return {
+            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != f.default
+        }
+
+
+def env_names() -> list[str]:
+    return [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(env name, default, doc) for every setting: the README's settings table."""
+    return [
+        (ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]) for f in fields(Settings)
+    ]
+
+
+def _convert(name: str, raw: str, type_name: object) -> Any:
+    converters: dict[object, Callable[[str], Any]] = {
+        "str": str,
+        "int": int,
+        "float": float,
+        str: str,
+        int: int,
+        float: float,
+    }
+    convert = converters[type_name]
+    try:
+        value = convert(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {convert.__name__}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
+    return value

@@ -1,0 +1,245 @@
+"""Test helpers: a redis-server process, free ports, waiting on conditions, and an SSE parser
+that follows the WHATWG event-stream rules (so tests read streams the way browsers do)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+__all__ = [
+    "RedisServer",
+    "SSEParser",
+    "ServerSentEvent",
+    "collect_events",
+    "event_types",
+    "free_port",
+    "read_events",
+    "submit",
+    "wait_until",
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    binary: str
+    port: int
+    data_dir: Path
+    appendonly: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--dir", str(self.data_dir),
+                "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+async def wait_until(
+    condition: Callable[[], object | Awaitable[object]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> object:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class ServerSentEvent:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> dict[str, Any]:
+        value = orjson.loads(self.data)
+        assert isinstance(value, dict)
+        return value
+
+
+@dataclass
+class SSEParser:
+    """Incremental event-stream parser: feed it bytes in any chunks, collect dispatched events.
+
+    `last_event_id` follows the spec: it persists across events until an `id:` field sets it.
+    """
+
+    events: list[ServerSentEvent] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    retry: int | None = None
+    last_event_id: str = ""
+    _buffer: bytes = b""
+    _event_type: str = ""
+    _data: list[str] = field(default_factory=list)
+    _id_seen: bool = False
+    _started: bool = False
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        before = len(self.events)
+        self._buffer += chunk
+        while True:
+            line, found = self._next_line()
+            if not found:
+                break
+            self._line(line)
+        return self.events[before:]
+
+    def _next_line(self) -> tuple[str, bool]:
+        buf = self._buffer
+        for index, byte in enumerate(buf):
+            if byte == 0x0A:
+                self._buffer = buf[index + 1 :]
+                return self._decode(buf[:index]), True
+            if byte == 0x0D:
+                if index + 1 == len(buf):
+                    return "", False  # a CR at the end may be the first half of CRLF
+                end = index + 2 if buf[index + 1] == 0x0A else index + 1
+                self._buffer = buf[end:]
+                return self._decode(buf[:index]), True
+        return "", False
+
+    def _decode(self, raw: bytes) -> str:
+        text = raw.decode("utf-8", errors="replace")
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        return text
+
+    def _line(self, line: str) -> None:
+        if line == "":
+            self._dispatch()
+            return
+        if line.startswith(":"):
+            self.comments.append(line[1:].removeprefix(" "))
+            return
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event_type = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\x00" not in value:
+            self.last_event_id = value
+            self._id_seen = True
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            self._event_type = ""
+            self._id_seen = False
+            return
+        self.events.append(
+            ServerSentEvent(
+                event=self._event_type or "message",
+                data="\n".join(self._data),
+                id=self.last_event_id if self._id_seen else None,
+                retry=self.retry,
+            )
+        )
+        self._event_type = ""
+        self._data = []
+        self._id_seen = False
+
+
+async def read_events(
+    response: httpx.Response, *, limit: int | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    """The events of a streaming SSE response, as they arrive; stops after `limit`."""
+    parser = SSEParser()
+    count = 0
+    async for chunk in response.aiter_raw():
+        for event in parser.feed(chunk):
+            yield event
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def event_types(events: Iterable[ServerSentEvent]) -> list[str]:
+    return [event.event for event in events]
+
+
+async def collect_events(
+    client: httpx.AsyncClient,
+    job_id: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    limit: int | None = None,
+    timeout: float = 20.0,
+) -> list[ServerSentEvent]:
+    """Events of one connection: all until the server closes it, or the first `limit`."""
+    events: list[ServerSentEvent] = []
+    async with asyncio.timeout(timeout):
+        url = f"/jobs/{job_id}/events"
+        async with client.stream("GET", url, headers=headers, params=params) as response:
+            assert response.status_code == 200, response.status_code
+            async for event in read_events(response, limit=limit):
+                events.append(event)
+    return events
+
+
+async def submit(client: httpx.AsyncClient, name: str, **args: object) -> str:
+    response = await client.post("/jobs", json={"name": name, "args": args})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
