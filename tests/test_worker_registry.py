@@ -1,0 +1,136 @@
+"""Registering jobs: the spec the gateway checks submissions against, and what is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.settings import Settings
+from worker.job import JobDefinition
+from worker.lifecycle import ARQ_MAX_TRIES, ARQ_TIMEOUT_MARGIN_S
+from worker.progress import Progress
+from worker.registry import JobRegistry
+
+
+async def resize(
+    progress: Progress, path: str, width: int = 100, *, height: int, quality: float = 0.8
+) -> None:
+    """Resizes one image.
+
+    More detail that the catalog leaves out.
+    """
+
+
+async def anything(progress: Progress, name: str, **options: Any) -> None:
+    pass
+
+
+def test_spec_lists_keyword_params_after_progress() -> None:
+    jobs = JobRegistry()
+    jobs.job("images.resize")(resize)
+    jobs.job("anything")(anything)
+
+    assert jobs.specs() == [
+        {
+            "name": "images.resize",
+            "params": ["path", "width", "height", "quality"],
+            "required": ["path", "height"],
+            "accepts_any": False,
+            "doc": "Resizes one image.",
+        },
+        {
+            "name": "anything",
+            "params": ["name"],
+            "required": ["name"],
+            "accepts_any": True,
+            "doc": "",
+        },
+    ]
+
+
+def test_decorator_returns_the_function_itself() -> None:
+    jobs = JobRegistry()
+
+    assert jobs.job("images.resize")(resize) is resize
+    assert "images.resize" in jobs
+    assert len(jobs) == 1
+
+
+def test_a_name_is_registered_once() -> None:
+    jobs = JobRegistry()
+    jobs.job("images.resize")(resize)
+
+    with pytest.raises(ValueError, match="already registered"):
+        jobs.job("images.resize")(anything)
+
+
+def test_arq_functions_are_named_after_the_jobs(settings: Settings) -> None:
+    jobs = JobRegistry()
+    jobs.job("images.resize", timeout_s=30)(resize)
+    jobs.job("anything")(anything)
+
+    functions = jobs.functions(settings)
+
+    assert [function.name for function in functions] == ["images.resize", "anything"]
+    assert [function.timeout_s for function in functions] == [
+        30 + ARQ_TIMEOUT_MARGIN_S,
+        settings.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
+    ]
+    assert {function.max_tries for function in functions} == {ARQ_MAX_TRIES}
+
+
+def test_job_options_default_to_the_settings(settings: Settings) -> None:
+    default = JobDefinition("a", resize)
+    own = JobDefinition("b", resize, max_tries=7, timeout_s=2.5)
+
+    assert (default.tries(settings), default.timeout(settings)) == (
+        settings.max_tries,
+        settings.job_timeout_s,
+    )
+    assert (own.tries(settings), own.timeout(settings)) == (7, 2.5)
+
+
+def not_async(progress: Progress) -> None:
+    pass
+
+
+async def no_progress() -> None:
+    pass
+
+
+async def takes_varargs(progress: Progress, *values: int) -> None:
+    pass
+
+
+async def positional_only(progress: Progress, value: int, /) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("function", "complaint"),
+    [
+        (not_async, "async def"),
+        (no_progress, "first parameter"),
+        (takes_varargs, "by keyword"),
+        (positional_only, "by keyword"),
+    ],
+)
+def test_functions_that_cannot_be_jobs_are_refused(function: Any, complaint: str) -> None:
+    with pytest.raises(TypeError, match=complaint):
+        JobDefinition("bad", function)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"name": ""},
+        {"name": "has space"},
+        {"max_tries": 0},
+        {"timeout_s": 0},
+        {"retry_on": (KeyboardInterrupt,)},
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        JobDefinition(**{"name": "ok", "function": resize, **options})
