@@ -1,0 +1,1 @@
+"""The HTTP gateway: job submission, state and cancellation, and resumable event streams."""

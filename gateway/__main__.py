@@ -1,0 +1,4 @@
+from gateway.server import serve
+from shared.settings import Settings
+
+serve(Settings.from_env())

@@ -1,0 +1,69 @@
+"""The gateway's app factory: routes, error handlers, and the clients made and closed in the
+lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from gateway import health, jobs, stream
+from gateway.errors import exception_handlers
+from gateway.services import Services
+from shared.clients import create_redis
+from shared.keys import Keys
+from shared.publish import Publisher
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("jobwire.gateway")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The gateway app. `app.state.shutdown` is set when the server begins shutting down."""
+    shutdown = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = create_redis(settings.events_redis_url)
+        queue = await create_pool(
+            RedisSettings.from_dsn(settings.arq_redis_url),
+            default_queue_name=settings.queue_name,
+        )
+        app.state.services = Services(
+            settings=settings,
+            redis=redis,
+            queue=queue,
+            publisher=Publisher(redis, settings),
+            keys=Keys(settings.key_prefix),
+            shutdown=shutdown,
+        )
+        try:
+            yield
+        finally:
+            shutdown.set()
+            await queue.aclose()
+            await redis.aclose()
+
+    routes = [
+        Route("/jobs", jobs.submit, methods=["POST"]),
+        Route("/jobs/{job_id}", jobs.status, methods=["GET"]),
+        Route("/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
+        Route("/jobs/{job_id}/events", stream.events, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )
+    app.state.shutdown = shutdown
+    return app

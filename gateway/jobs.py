@@ -1,0 +1,129 @@
+"""The REST side of a job: submit, read its state, cancel it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from arq.constants import abort_jobs_ss
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.errors import APIError
+from gateway.services import Services, services
+from gateway.submission import Submission, check_against_catalog, read_submission
+from shared.catalog import load_catalog
+from shared.events import EventType, make_event, now_ms
+from shared.keys import InvalidJobId, validate_job_id
+from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus, snapshot
+
+__all__ = ["cancel", "load_snapshot", "path_job_id", "status", "submit"]
+
+# Statuses in which the job sits in arq's queue rather than running: arq drops an aborted
+# queued job without calling it, so the gateway writes `cancelled` itself.
+_WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
+
+
+async def submit(request: Request) -> JSONResponse:
+    svc = services(request)
+    submission = await read_submission(request, svc.settings.max_body_bytes)
+    check_against_catalog(submission, await load_catalog(svc.redis, svc.keys))
+    queued = make_event(
+        EventType.QUEUED,
+        submission.job_id,
+        attempt=0,
+        data={"name": submission.name, "args": submission.args},
+    )
+    result = await svc.publisher.publish(queued, create=True)
+    if not result.accepted:
+        await _check_same_job(svc, submission)
+        return _accepted(request, submission.job_id, result.status or "queued", 200)
+    job = await svc.queue.enqueue_job(submission.name, _job_id=submission.job_id, **submission.args)
+    if job is None:
+        await _refuse_duplicate(svc, submission.job_id)
+    return _accepted(request, submission.job_id, JobStatus.QUEUED.value, 202)
+
+
+async def status(request: Request) -> JSONResponse:
+    svc = services(request)
+    job_id = path_job_id(request)
+    state = await load_snapshot(svc, job_id)
+    if state is None:
+        raise _not_found(job_id)
+    return JSONResponse(state)
+
+
+async def cancel(request: Request) -> JSONResponse:
+    svc = services(request)
+    job_id = path_job_id(request)
+    state = await load_snapshot(svc, job_id)
+    if state is None:
+        raise _not_found(job_id)
+    job_status = JobStatus(state["status"])
+    if job_status in TERMINAL_STATUSES:
+        raise APIError(409, "job_finished", f"job {job_id} already {job_status.value}")
+    await svc.redis.hset(svc.keys.state(job_id), CANCEL_REQUESTED, str(now_ms()))  # type: ignore[misc]
+    await _abort_in_queue(svc, job_id)
+    if job_status in _WAITING:
+        event = make_event(
+            EventType.CANCELLED, job_id, state["attempt"], {"reason": "cancelled before start"}
+        )
+        await svc.publisher.publish(event)
+        return JSONResponse({"job_id": job_id, "status": "cancelled"}, 202)
+    return JSONResponse({"job_id": job_id, "status": "cancelling"}, 202)
+
+
+def path_job_id(request: Request) -> str:
+    job_id: str = request.path_params["job_id"]
+    try:
+        return validate_job_id(job_id)
+    except InvalidJobId as exc:
+        raise APIError(400, "invalid_job_id", str(exc)) from None
+
+
+async def load_snapshot(svc: Services, job_id: str) -> dict[str, Any] | None:
+    fields: dict[bytes, bytes] = await svc.redis.hgetall(svc.keys.state(job_id))  # type: ignore[misc]
+    return snapshot(job_id, fields) if fields else None
+
+
+async def _check_same_job(svc: Services, submission: Submission) -> None:
+    name, args = await svc.redis.hmget(svc.keys.state(submission.job_id), ["name", "args"])  # type: ignore[misc]
+    if name is None or name.decode() != submission.name or orjson.loads(args) != submission.args:
+        raise APIError(
+            409,
+            "job_id_taken",
+            f"job {submission.job_id} exists with a different name or args",
+        )
+
+
+async def _refuse_duplicate(svc: Services, job_id: str) -> None:
+    """arq still holds a job or result under this id (its state expired before arq's did)."""
+    failed = make_event(
+        EventType.FAILED,
+        job_id,
+        attempt=0,
+        data={"type": "DuplicateJobId", "message": "the queue already holds a job with this id"},
+    )
+    await svc.publisher.publish(failed)
+    raise APIError(409, "job_id_taken", f"the queue already holds a job {job_id}")
+
+
+async def _abort_in_queue(svc: Services, job_id: str) -> None:
+    """Ask arq to abort the job; a worker running it sees this within its poll delay."""
+    # What arq's Job.abort() does, without its polling for the outcome: the stream carries it.
+    await svc.queue.zadd(abort_jobs_ss, {job_id: now_ms()})
+
+
+def _accepted(request: Request, job_id: str, job_status: str, code: int) -> JSONResponse:
+    status_url = str(request.url_for("status", job_id=job_id))
+    body = {
+        "job_id": job_id,
+        "status": job_status,
+        "status_url": status_url,
+        "events_url": str(request.url_for("events", job_id=job_id)),
+    }
+    return JSONResponse(body, code, headers={"Location": status_url})
+
+
+def _not_found(job_id: str) -> APIError:
+    return APIError(404, "job_not_found", f"no job {job_id}")

@@ -1,0 +1,50 @@
+"""Serving the gateway with uvicorn, with open event streams ended as shutdown begins."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+
+from gateway.app import create_app
+from shared.settings import Settings
+
+__all__ = ["GatewayServer", "serve"]
+
+# How long uvicorn waits for open requests once streams were asked to end.
+GRACEFUL_SHUTDOWN_S = 10
+
+
+class GatewayServer(uvicorn.Server):
+    """A uvicorn server that tells the app when shutdown begins, not when it ends.
+
+    uvicorn runs the app's lifespan shutdown only after every connection closed, which an
+    event stream never does by itself; setting the app's `shutdown` event first lets streams
+    end at once, so clients reconnect elsewhere while this process drains.
+    """
+
+    def __init__(self, config: uvicorn.Config, shutdown: asyncio.Event) -> None:
+        super().__init__(config)
+        self._app_shutdown = shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._app_shutdown.set()
+        await super().shutdown(sockets)
+
+
+def build_server(settings: Settings, **config: object) -> GatewayServer:
+    app = create_app(settings)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **config,  # type: ignore[arg-type]
+    )
+    return GatewayServer(uvicorn_config, app.state.shutdown)
+
+
+def serve(settings: Settings) -> None:
+    build_server(settings).run()

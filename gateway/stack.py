@@ -1,0 +1,154 @@
+"""`jobwire up`: the whole stack on one machine, for trying Jobwire and for development.
+
+It starts a private redis-server on a free port (unless JOBWIRE_REDIS_URL names one), one
+worker and the gateway as child processes, waits until the gateway is ready, prints what to
+try, and on Ctrl-C or SIGTERM stops every process it started: gateway first (so clients
+reconnect elsewhere), then the worker (which re-queues what it was running), then Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from shared.settings import Settings
+
+__all__ = ["StackError", "run_stack"]
+
+STOP_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 30.0
+
+
+class StackError(RuntimeError):
+    """A part of the stack could not start."""
+
+
+def run_stack(settings: Settings) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as stack:
+        redis_url = settings.redis_url or stack.enter_context(_private_redis())
+        env = {**os.environ, **settings.to_env(), "JOBWIRE_REDIS_URL": redis_url}
+        worker = stack.enter_context(_child("worker", [sys.executable, "-m", "worker"], env))
+        gateway = stack.enter_context(_child("gateway", [sys.executable, "-m", "gateway"], env))
+        base_url = f"http://{_display_host(settings.host)}:{settings.port}"
+        _wait_ready(base_url, [worker, gateway])
+        print(_banner(base_url, redis_url), flush=True)
+        while not stop.wait(0.2):
+            for name, child in (("worker", worker), ("gateway", gateway)):
+                if child.poll() is not None:
+                    print(f"jobwire: the {name} exited ({child.returncode}); stopping", flush=True)
+                    return 1
+        print("jobwire: stopping…", flush=True)
+    return 0
+
+
+@contextmanager
+def _private_redis() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StackError("redis-server is not installed; install it or set JOBWIRE_REDIS_URL")
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="jobwire-redis-") as data_dir:
+        command = [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", data_dir,
+            "--appendonly", "yes",
+            "--save", "",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        with _child("redis-server", command, dict(os.environ)):
+            _wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextmanager
+def _child(name: str, command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    # Own process group: the terminal's Ctrl-C reaches only us, and we stop children in order.
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        yield process
+    finally:
+        _stop(name, process)
+
+
+def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"jobwire: {name} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it", flush=True)
+        process.kill()
+        process.wait()
+
+
+def _wait_ready(base_url: str, children: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise StackError("a process of the stack exited during start-up")
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+                if response.status == 200 and b'"workers":0' not in response.read():
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise StackError(f"the gateway was not ready at {base_url} within {READY_TIMEOUT_S:.0f}s")
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise StackError(f"redis-server did not listen on port {port}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _banner(base_url: str, redis_url: str) -> str:
+    return f"""
+Jobwire is up: {base_url}   (events and state in {redis_url})
+
+  Submit a job:
+    curl -i -X POST {base_url}/jobs -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
+  Watch it (use the job_id from the answer):
+    curl -N {base_url}/jobs/JOB_ID/events
+  Cut it with Ctrl-C, then resume from the last id you saw:
+    curl -N -H 'Last-Event-ID: LAST_ID' {base_url}/jobs/JOB_ID/events
+  State, cancel, health:
+    curl {base_url}/jobs/JOB_ID
+    curl -X DELETE {base_url}/jobs/JOB_ID
+    curl {base_url}/readyz
+
+Press Ctrl-C to stop everything.
+"""

@@ -1,0 +1,137 @@
+"""Real parts for every test: one redis-server per session on a free port, a real arq worker
+and a real uvicorn on a free port per test that asks for them.
+
+Each test gets its own key prefix and queue name, so tests never see each other's jobs and
+nothing needs flushing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from gateway.server import GatewayServer, build_server
+from shared.clients import create_redis
+from shared.settings import Settings
+from tests.support import RedisServer, free_port, wait_until
+from worker.main import create_worker
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    with tempfile.TemporaryDirectory(prefix="jobwire-redis-") as data_dir:
+        server = RedisServer(binary, free_port(), Path(data_dir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, request: pytest.FixtureRequest) -> Settings:
+    """Settings of this test: its own key prefix and queue, short intervals."""
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    return Settings.from_env(
+        {
+            "JOBWIRE_REDIS_URL": redis_server.url,
+            "JOBWIRE_KEY_PREFIX": tag,
+            "JOBWIRE_QUEUE_NAME": f"{tag}:queue",
+            "JOBWIRE_HEARTBEAT_S": "5",
+            "JOBWIRE_PING_S": "5",
+            "JOBWIRE_WORKER_POLL_S": "0.05",
+            "JOBWIRE_RETRY_DELAY_S": "0.05",
+        }
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = create_redis(settings.events_redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+RunWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def start_worker(settings: Settings) -> AsyncIterator[RunWorker]:
+    """Starts real arq workers in this event loop; all are closed when the test ends."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(worker_settings: Settings | None = None) -> Worker:
+        worker = create_worker(worker_settings or settings)
+        task = asyncio.create_task(worker.async_run())
+        running.append((worker, task))
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker, task in running:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.close()
+
+
+@dataclass
+class Gateway:
+    url: str
+    server: GatewayServer
+    task: asyncio.Task[None]
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(settings: Settings) -> AsyncIterator[StartGateway]:
+    """Serves the app with a real uvicorn on a free port; stopped when the test ends."""
+    gateways: list[Gateway] = []
+
+    async def start(gateway_settings: Settings | None = None) -> Gateway:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = build_server(gateway_settings or settings)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await wait_until(lambda: server.started, timeout=10)
+        gateway = Gateway(f"http://127.0.0.1:{port}", server, task)
+        gateways.append(gateway)
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in gateways:
+            gateway.server.should_exit = True
+        for gateway in gateways:
+            await asyncio.wait_for(gateway.task, timeout=10)
+
+
+@pytest.fixture
+async def stack(start_worker: RunWorker, start_gateway: StartGateway) -> Gateway:
+    """A worker and a gateway on this test's settings."""
+    await start_worker()
+    return await start_gateway()
