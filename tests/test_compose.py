@@ -1,0 +1,277 @@
+"""docker-compose.yml, the Dockerfile and .ci/run name commands and settings that exist.
+
+No Docker engine is needed: the files are parsed, every command they run is checked against
+the real entry points, and the healthcheck scripts are run here against a real Redis and a
+real gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from redis.asyncio import Redis
+
+from gateway import cli
+from shared.catalog import ALIVE_WITHIN_S, count_alive, mark_alive
+from shared.keys import Keys
+from shared.settings import Settings, env_names
+from tests.conftest import RunWorker, StartGateway
+from tests.support import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+PYPROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(arg) for arg in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {name: str(value) for name, value in env.items()}
+
+
+def _assert_entry_point(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`argv` starts a program this project installs, with a subcommand it accepts."""
+    if argv[:2] == ["python", "-m"]:
+        assert importlib.util.find_spec(f"{argv[2]}.__main__") is not None, argv
+        return
+    assert argv[0] in PYPROJECT["project"]["scripts"], argv
+    assert PYPROJECT["project"]["scripts"][argv[0]] == "gateway.cli:main"
+    assert argv[1] in cli.COMMANDS, argv
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv[1:], "--help"])
+    assert exited.value.code == 0
+    assert f"jobwire {argv[1]}" in capsys.readouterr().out
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+_SERVICES_WITH_COMMAND = sorted(name for name, svc in SERVICES.items() if "command" in svc)
+
+
+def test_compose_has_the_three_services() -> None:
+    assert set(SERVICES) == {"redis", "gateway", "worker"}
+    assert SERVICES["gateway"]["command"] == ["jobwire", "gateway"]
+    assert SERVICES["worker"]["command"] == ["jobwire", "worker"]
+
+
+@pytest.mark.parametrize("name", [n for n in _SERVICES_WITH_COMMAND if n != "redis"])
+def test_service_command_is_a_real_entry_point(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _assert_entry_point(_argv(SERVICES[name]["command"]), capsys)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_settings_exist_and_are_valid(name: str) -> None:
+    env = _environment(SERVICES[name])
+    jobwire = {key: value for key, value in env.items() if key.startswith("JOBWIRE_")}
+
+    assert set(jobwire) <= set(env_names())
+    Settings.from_env(jobwire)
+
+
+@pytest.mark.parametrize("name", ["gateway", "worker"])
+def test_jobwire_services_use_the_compose_redis(name: str) -> None:
+    service = SERVICES[name]
+    settings = Settings.from_env(_environment(service))
+
+    assert settings.events_redis_url == "redis://redis:6379/0"
+    assert settings.arq_redis_url == "redis://redis:6379/0"
+    assert service["build"] == "."
+    assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_gateway_listens_on_all_interfaces_on_its_published_port() -> None:
+    gateway = SERVICES["gateway"]
+    settings = Settings.from_env(_environment(gateway))
+
+    assert settings.host == "0.0.0.0"
+    assert gateway["ports"] == [f"{settings.port}:{settings.port}"]
+
+
+def test_worker_can_be_scaled() -> None:
+    worker = SERVICES["worker"]
+
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "hostname" not in worker
+
+
+def test_redis_keeps_an_append_only_file_on_a_volume() -> None:
+    redis = SERVICES["redis"]
+    argv = _argv(redis["command"])
+
+    assert redis["image"].startswith("redis:7")
+    assert argv[0] == "redis-server"
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    volume = redis["volumes"][0].split(":")
+    assert volume[1] == "/data"
+    assert volume[0] in COMPOSE["volumes"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_healthcheck(name: str) -> None:
+    test = SERVICES[name]["healthcheck"]["test"]
+
+    assert test[0] == "CMD"
+    assert len(test) > 1
+
+
+def _healthcheck_script(name: str) -> str:
+    test = SERVICES[name]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    script: str = test[3]
+    return script
+
+
+def _child_env(**jobwire: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBWIRE_")}
+    return env | jobwire
+
+
+async def _run_python(script: str, env: dict[str, str]) -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def test_gateway_healthcheck_passes_against_a_running_gateway(
+    start_gateway: StartGateway,
+) -> None:
+    script = _healthcheck_script("gateway")
+    assert "http://127.0.0.1:8000/healthz" in script
+    gateway = await start_gateway()
+
+    running = script.replace("http://127.0.0.1:8000", gateway.url)
+    nothing = script.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{free_port()}")
+
+    assert await _run_python(running, _child_env()) == 0
+    assert await _run_python(nothing, _child_env()) != 0
+
+
+async def test_worker_healthcheck_passes_once_a_worker_on_this_host_is_alive(
+    redis: Redis, settings: Settings, start_worker: RunWorker
+) -> None:
+    script = _healthcheck_script("worker")
+    keys = Keys(settings.key_prefix)
+    env = _child_env(
+        JOBWIRE_REDIS_URL=settings.events_redis_url, JOBWIRE_KEY_PREFIX=settings.key_prefix
+    )
+
+    assert await _run_python(script, env) != 0
+    await mark_alive(redis, keys, "some-other-host-1-abcdef")
+    assert await _run_python(script, env) != 0
+
+    await start_worker()
+
+    async def this_worker_is_alive() -> bool:
+        return await count_alive(redis, keys, ALIVE_WITHIN_S) == 2
+
+    await wait_until(this_worker_is_alive, message="the worker marks itself alive")
+    assert await _run_python(script, env) == 0
+
+
+def test_dockerfile_runs_a_real_entry_point_as_a_non_root_user(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    instructions = _dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    last = dict(instructions)
+
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    assert "ENTRYPOINT" not in keywords
+    _assert_entry_point(json.loads(last["CMD"]), capsys)
+    assert last["EXPOSE"] == "8000"
+    assert last["USER"] not in ("root", "0")
+    assert keywords.index("USER") < keywords.index("CMD")
+    installs = [
+        rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest
+    ]
+    assert len(installs) == 1
+    assert re.search(r"pip install \.(\s|$)", installs[0]), installs[0]
+    assert "[dev]" not in installs[0]
+
+
+def test_dockerfile_copies_every_package() -> None:
+    copied = {
+        source
+        for keyword, rest in _dockerfile_instructions()
+        if keyword == "COPY"
+        for source in rest.split()[:-1]
+    }
+    packages = {
+        pattern.rstrip("*")
+        for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+
+    assert packages <= copied
+    assert {"pyproject.toml", "README.md"} <= copied
+
+
+def test_package_data_covers_every_non_python_file() -> None:
+    """`pip install .` (the image) ships only .py files and the declared package data."""
+    package_data: dict[str, list[str]] = PYPROJECT["tool"]["setuptools"]["package-data"]
+    missing = []
+    for package in ("shared", "worker", "gateway"):
+        for path in (ROOT / package).rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            relative = path.relative_to(ROOT / package).as_posix()
+            patterns = package_data.get(package, [])
+            if not any(fnmatch.fnmatch(relative, pattern) for pattern in patterns):
+                missing.append(f"{package}/{relative}")
+
+    assert missing == []
+
+
+def test_readme_shows_the_ci_test_command() -> None:
+    match = re.search(r'^TEST_COMMAND="([^"]+)"$', (ROOT / ".ci/run").read_text(), re.MULTILINE)
+
+    assert match is not None
+    assert match[1] == ".venv/bin/pytest"
+    assert match[1] in (ROOT / "README.md").read_text().splitlines()
+
+
+def test_ci_script_is_executable_bash() -> None:
+    script = ROOT / ".ci/run"
+
+    assert os.access(script, os.X_OK)
+    assert script.read_text().startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script.read_text()
+    subprocess.run(["bash", "-n", str(script)], check=True)
