@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from shared.settings import Settings
 
@@ -70,6 +71,8 @@ def _private_redis() -> Iterator[str]:
             "--appendonly", "yes",
             "--save", "",
             "--loglevel", "warning",
+            # Its notices (memory overcommit, shutdown) would bury the banner; errors stay there.
+            "--logfile", str(Path(data_dir) / "redis.log"),
         ]  # fmt: skip
         with _child("redis-server", command, dict(os.environ)):
             _wait_for_port(port)
