@@ -13,7 +13,7 @@ from arq.connections import RedisSettings
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway import health, jobs, stream
+from gateway import health, jobs, multistream, stream
 from gateway.errors import exception_handlers
 from gateway.services import Services
 from shared.clients import create_redis
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/jobs/{job_id}", jobs.status, methods=["GET"]),
         Route("/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
         Route("/jobs/{job_id}/events", stream.events, methods=["GET"]),
+        Route("/events", multistream.events, methods=["GET"], name="multi_events"),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
     ]

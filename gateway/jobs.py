@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from arq.constants import abort_jobs_ss
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from gateway.errors import APIError
+from gateway.lookup import job_not_found, load_snapshot, path_job_id
+from gateway.position import Resume
 from gateway.services import Services, services
+from gateway.stream import event_stream
 from gateway.submission import Submission, check_against_catalog, read_submission
 from shared.catalog import load_catalog
 from shared.events import EventType, make_event, now_ms
-from shared.keys import InvalidJobId, validate_job_id
-from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus, snapshot
+from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus
 
-__all__ = ["cancel", "load_snapshot", "path_job_id", "status", "submit"]
+__all__ = ["cancel", "status", "submit"]
 
 # Statuses in which the job sits in arq's queue rather than running: arq drops an aborted
 # queued job without calling it, so the gateway writes `cancelled` itself.
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 
 
-async def submit(request: Request) -> JSONResponse:
+async def submit(request: Request) -> ASGIApp:
+    """Queue a job: 202 (200 for the same job again) with its URLs, or with
+    `Accept: text/event-stream` its event stream right away (the LLM-API pattern)."""
     svc = services(request)
     submission = await read_submission(request, svc.settings.max_body_bytes)
     check_against_catalog(submission, await load_catalog(svc.redis, svc.keys))
+    answer = await _queue(request, svc, submission)
+    if not _wants_stream(request):
+        return answer
+    resume = Resume(submission.job_id, after=None, reset=None, finished=False)
+    return event_stream(svc, [resume])
+
+
+async def _queue(request: Request, svc: Services, submission: Submission) -> JSONResponse:
     queued = make_event(
         EventType.QUEUED,
         submission.job_id,
@@ -49,7 +60,7 @@ async def status(request: Request) -> JSONResponse:
     job_id = path_job_id(request)
     state = await load_snapshot(svc, job_id)
     if state is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     return JSONResponse(state)
 
 
@@ -58,7 +69,7 @@ async def cancel(request: Request) -> JSONResponse:
     job_id = path_job_id(request)
     state = await load_snapshot(svc, job_id)
     if state is None:
-        raise _not_found(job_id)
+        raise job_not_found(job_id)
     job_status = JobStatus(state["status"])
     if job_status in TERMINAL_STATUSES:
         raise APIError(409, "job_finished", f"job {job_id} already {job_status.value}")
@@ -71,19 +82,6 @@ async def cancel(request: Request) -> JSONResponse:
         await svc.publisher.publish(event)
         return JSONResponse({"job_id": job_id, "status": "cancelled"}, 202)
     return JSONResponse({"job_id": job_id, "status": "cancelling"}, 202)
-
-
-def path_job_id(request: Request) -> str:
-    job_id: str = request.path_params["job_id"]
-    try:
-        return validate_job_id(job_id)
-    except InvalidJobId as exc:
-        raise APIError(400, "invalid_job_id", str(exc)) from None
-
-
-async def load_snapshot(svc: Services, job_id: str) -> dict[str, Any] | None:
-    fields: dict[bytes, bytes] = await svc.redis.hgetall(svc.keys.state(job_id))  # type: ignore[misc]
-    return snapshot(job_id, fields) if fields else None
 
 
 async def _check_same_job(svc: Services, submission: Submission) -> None:
@@ -125,5 +123,5 @@ def _accepted(request: Request, job_id: str, job_status: str, code: int) -> JSON
     return JSONResponse(body, code, headers={"Location": status_url})
 
 
-def _not_found(job_id: str) -> APIError:
-    return APIError(404, "job_not_found", f"no job {job_id}")
+def _wants_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")

@@ -3,6 +3,7 @@ name and arguments against the catalog the workers advertise."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = ["Submission", "check_against_catalog", "read_submission"]
 # so such a body is read as JSON too. Anything else that is not JSON is refused.
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _FIELDS = {"name", "args", "job_id"}
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +31,32 @@ class Submission:
     job_id: str
 
 
-async def read_submission(request: Request, max_bytes: int) -> Submission:
+async def read_submission(request: Request, max_bytes: int, caller: str = "") -> Submission:
+    """The submission in `request`; `caller` scopes its Idempotency-Key (the API key's id)."""
     _check_content_type(request.headers.get("content-type"))
     body = await _read_body(request, max_bytes)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise APIError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and isinstance(value, dict):
+        value = _with_idempotent_job_id(value, idempotency_key, caller)
     return _parse(value)
+
+
+def _with_idempotent_job_id(value: dict[str, Any], key: str, caller: str) -> dict[str, Any]:
+    """A retried POST with the same Idempotency-Key names the same job, so it is not run twice."""
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise APIError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+        )
+    if "job_id" in value:
+        raise APIError(400, "invalid_request", "give 'job_id' or Idempotency-Key, not both")
+    digest = hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()[:32]
+    return {**value, "job_id": f"idem-{digest}"}
 
 
 def check_against_catalog(submission: Submission, catalog: dict[str, JobSpec]) -> None:

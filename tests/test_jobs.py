@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import Gateway, RunWorker, StartGateway
-from tests.support import collect_events, event_types, submit, wait_until
+from tests.support import collect_events, event_types, read_events, submit, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,3 +251,45 @@ async def test_malformed_last_event_id_is_400(stack: Gateway, last_event_id: str
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_last_event_id"
+
+
+async def test_submit_and_stream_returns_the_events_in_the_answer(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    job = {"name": "demo.tokens", "args": {"text": "one two three", "delay_ms": 1}}
+    async with stack.client() as client:
+        async with client.stream(
+            "POST", "/jobs", json=job, headers={"Accept": "text/event-stream"}
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            events = [event async for event in read_events(response)]
+        job_id = events[0].json()["job"]
+        stored = await redis.xrange(Keys(settings.key_prefix).events(job_id))
+
+    assert events[0].event == "queued"
+    assert [event.id for event in events] == [entry_id.decode() for entry_id, _ in stored]
+    tokens = [event.json()["data"]["token"] for event in events if event.event == "data"]
+    assert tokens == ["one ", "two ", "three"]
+    assert events[-1].event == "completed"
+
+
+async def test_idempotency_key_makes_a_retried_post_the_same_job(stack: Gateway) -> None:
+    job = {"name": "demo.countdown", "args": {"seconds": 0.1, "steps": 1}}
+    async with stack.client() as client:
+        first = await client.post("/jobs", json=job, headers={"Idempotency-Key": "order-42"})
+        retried = await client.post("/jobs", json=job, headers={"Idempotency-Key": "order-42"})
+        other = await client.post("/jobs", json=job, headers={"Idempotency-Key": "order-43"})
+        changed = await client.post(
+            "/jobs", json={**job, "args": {"seconds": 5}}, headers={"Idempotency-Key": "order-42"}
+        )
+        both = await client.post(
+            "/jobs", json={**job, "job_id": "x"}, headers={"Idempotency-Key": "order-44"}
+        )
+        events = await collect_events(client, first.json()["job_id"])
+
+    assert (first.status_code, retried.status_code, other.status_code) == (202, 200, 202)
+    assert retried.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
+    assert changed.status_code == 409
+    assert both.status_code == 400
+    assert event_types(events).count("started") == 1
