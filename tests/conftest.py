@@ -116,7 +116,11 @@ async def start_gateway(settings: Settings) -> AsyncIterator[StartGateway]:
         port = sock.getsockname()[1]
         server = build_server(gateway_settings or settings)
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        await wait_until(lambda: server.started, timeout=10)
+        await wait_until(lambda: server.started or task.done(), timeout=10)
+        if not server.started:
+            sock.close()
+            await task  # raises why start-up failed
+            raise RuntimeError("the gateway exited during start-up")
         gateway = Gateway(f"http://127.0.0.1:{port}", server, task)
         gateways.append(gateway)
         return gateway
