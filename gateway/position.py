@@ -11,15 +11,17 @@ the stream holds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 from gateway.errors import APIError
-from gateway.services import Services
 from shared.keys import InvalidJobId, validate_job_id
 from shared.state import TERMINAL_STATUSES, JobStatus
 from shared.streamid import InvalidStreamId, StreamId
+
+if TYPE_CHECKING:  # the services hold the hub, which holds resumes: import for types only
+    from gateway.services import Services
 
 __all__ = [
     "Resume",

@@ -8,6 +8,7 @@ import socket
 import uvicorn
 
 from gateway.app import create_app
+from gateway.protocol import StreamingHttpProtocol
 from shared.settings import Settings
 
 __all__ = ["GatewayServer", "serve"]
@@ -41,6 +42,7 @@ def build_server(settings: Settings, **config: object) -> GatewayServer:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http=StreamingHttpProtocol,
         **config,  # type: ignore[arg-type]
     )
     return GatewayServer(uvicorn_config, app.state.shutdown)

@@ -9,6 +9,7 @@ from arq import ArqRedis
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
+from gateway.hub import Hub
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -23,6 +24,7 @@ class Services:
     queue: ArqRedis
     publisher: Publisher
     keys: Keys
+    hub: Hub
     # Set when the server begins shutting down: open event streams end at once so their
     # clients reconnect to another replica instead of being held until a timeout.
     shutdown: asyncio.Event

@@ -1,19 +1,20 @@
 """`GET /jobs/{id}/events`: one job's events as Server-Sent Events, resumable.
 
-The resume rules live in `gateway.position`; the reading and framing in `gateway.reader`.
+The resume rules live in `gateway.position`; delivery in `gateway.hub`.
 """
 
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.lookup import job_not_found, load_snapshot, path_job_id
 from gateway.position import Resume, parse_position, requested, resume_point
-from gateway.reader import read_frames
 from gateway.response import EventStreamResponse
 from gateway.services import Services, services
+from shared import sse
 
 __all__ = ["event_stream", "events"]
 
@@ -36,8 +37,11 @@ async def events(request: Request) -> ASGIApp:
 def event_stream(
     svc: Services, resumes: list[Resume], *, composite: bool = False
 ) -> EventStreamResponse:
+    """The response streaming `resumes` through the hub, `retry:` and any `reset` first."""
+    head = sse.retry(svc.settings.sse_retry_ms)
+    for resume in resumes:
+        if resume.reset is not None:
+            head += sse.frame(orjson.dumps(resume.reset), event="reset")
     return EventStreamResponse(
-        read_frames(svc, resumes, composite=composite),
-        shutdown=svc.shutdown,
-        send_timeout=svc.settings.send_timeout_s,
+        svc.hub, resumes, head, composite=composite, send_timeout=svc.settings.send_timeout_s
     )

@@ -1,27 +1,49 @@
-"""The Redis client factory: one place that decides timeouts, retries and keepalives."""
+"""The Redis client factory: one place that decides timeouts, retries, keepalives and how
+many connections a process may hold."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["create_redis"]
+__all__ = ["connection_pool", "create_redis"]
+
+# How long a command waits for a free connection of a bounded pool before failing.
+POOL_WAIT_S = 10.0
 
 
-def create_redis(url: str) -> Redis:
-    """A client for `url` (bytes replies) that retries a command across a brief disconnect.
+def create_redis(url: str, *, max_connections: int | None = None, name: str | None = None) -> Redis:
+    """A client for `url` (bytes replies); see `connection_pool`."""
+    pool = connection_pool(url, max_connections=max_connections, name=name)
+    return Redis.from_pool(pool)  # closing the client closes its pool
 
-    No socket read timeout: blocking reads carry their own bound (XREAD BLOCK of seconds),
-    and TCP keepalive plus the periodic health check find a dead peer.
+
+def connection_pool(
+    url: str, *, max_connections: int | None = None, name: str | None = None
+) -> ConnectionPool:
+    """Connections to `url` that retry a command across a brief disconnect.
+
+    `max_connections` bounds the pool: commands then wait for a free connection instead of
+    opening more (a gateway's connections must not grow with its subscribers). `name` is set
+    with CLIENT SETNAME, so `CLIENT LIST` shows whose connections these are.
+
+    No socket read timeout: blocking reads carry their own bound, and TCP keepalive plus the
+    periodic health check find a dead peer.
     """
-    redis: Redis = Redis.from_url(
-        url,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-        retry_on_error=[ConnectionError, TimeoutError],
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "client_name": name,
+    }
+    if max_connections is None:
+        return ConnectionPool.from_url(url, **options)
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=POOL_WAIT_S, **options
     )
-    return redis

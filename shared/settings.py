@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "CLIENT_ENV_NAMES",
     "DEFAULT_REDIS_URL",
     "ENV_PREFIX",
     "Settings",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "JOBWIRE_"
+# Read by `jobwire submit` / `jobwire watch`, not by the gateway or the worker: not unknown.
+CLIENT_ENV_NAMES = frozenset({"JOBWIRE_URL", "JOBWIRE_API_KEY"})
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -69,6 +72,16 @@ class Settings:
     send_timeout_s: float = _setting(
         30.0, "A client that has not taken a frame for this long is cut off (it may resume)."
     )
+    max_buffer_bytes: int = _setting(
+        262_144,
+        "A subscriber with more than this unsent is cut off; it resumes from its Last-Event-ID.",
+    )
+    hub_ring_size: int = _setting(
+        256, "Recent events the hub keeps framed per watched job, to serve reconnects from memory."
+    )
+    hub_linger_s: float = _setting(
+        5.0, "How long the hub keeps watching a job after its last subscriber left."
+    )
     host: str = _setting("127.0.0.1", "Address the gateway listens on.")
     port: int = _setting(8000, "Port the gateway listens on.")
     max_body_bytes: int = _setting(65_536, "Largest accepted request body (413 above it).")
@@ -82,6 +95,16 @@ class Settings:
     worker_poll_s: float = _setting(
         0.5, "How often a worker polls for new jobs and aborts (cancel latency)."
     )
+    publish_retry_s: float = _setting(
+        30.0,
+        "How long a worker keeps retrying an event while Redis is unreachable (the job waits); "
+        "a closing event still unwritten after this is logged as an error. 0: one attempt.",
+    )
+    shutdown_grace_s: float = _setting(
+        5.0,
+        "On SIGTERM a worker lets running jobs finish for this long, then cancels them and "
+        "puts them back in the queue (`retrying`). Keep it below the orchestrator's stop timeout.",
+    )
     log_level: str = _setting("INFO", "Log level of the gateway and worker.")
 
     @classmethod
@@ -91,7 +114,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for name, raw in environ.items():
-            if not name.startswith(ENV_PREFIX):
+            if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV_NAMES:
                 continue
             attr = name[len(ENV_PREFIX) :].lower()
             if attr not in known:
@@ -119,6 +142,8 @@ class Settings:
             "progress_interval_s",
             "ping_s",
             "send_timeout_s",
+            "max_buffer_bytes",
+            "hub_ring_size",
             "max_body_bytes",
             "max_result_bytes",
             "job_timeout_s",
@@ -129,7 +154,14 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
-        for name in ("retry_delay_s", "sse_retry_ms"):
+        non_negative = (
+            "retry_delay_s",
+            "sse_retry_ms",
+            "publish_retry_s",
+            "shutdown_grace_s",
+            "hub_linger_s",
+        )
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be >= 0")
         if not 0 <= self.port <= 65_535:

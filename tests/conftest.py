@@ -20,9 +20,13 @@ import httpx
 import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
+from starlette.applications import Starlette
 
+from gateway.hub import Hub
 from gateway.server import GatewayServer, build_server
+from shared.catalog import count_alive, load_catalog
 from shared.clients import create_redis
+from shared.keys import Keys
 from shared.settings import Settings
 from tests.support import RedisServer, free_port, wait_until
 from worker.main import create_worker
@@ -55,6 +59,8 @@ def settings(redis_server: RedisServer, request: pytest.FixtureRequest) -> Setti
             "JOBWIRE_PING_S": "5",
             "JOBWIRE_WORKER_POLL_S": "0.05",
             "JOBWIRE_RETRY_DELAY_S": "0.05",
+            # A stopped worker hands its running jobs back at once; tests of the grace set it.
+            "JOBWIRE_SHUTDOWN_GRACE_S": "0",
         }
     )
 
@@ -72,14 +78,20 @@ RunWorker = Callable[..., Awaitable[Worker]]
 
 
 @pytest.fixture
-async def start_worker(settings: Settings) -> AsyncIterator[RunWorker]:
-    """Starts real arq workers in this event loop; all are closed when the test ends."""
+async def start_worker(settings: Settings, redis: Redis) -> AsyncIterator[RunWorker]:
+    """Starts real arq workers in this event loop, each ready (its jobs advertised, itself
+    marked alive) when returned; all are closed when the test ends."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
+    keys = Keys(settings.key_prefix)
+
+    async def ready() -> bool:
+        return bool(await load_catalog(redis, keys)) and await count_alive(redis, keys, 60) > 0
 
     async def start(worker_settings: Settings | None = None) -> Worker:
         worker = create_worker(worker_settings or settings)
         task = asyncio.create_task(worker.async_run())
         running.append((worker, task))
+        await wait_until(ready, timeout=10, message="worker ready")
         return worker
 
     try:
@@ -96,6 +108,14 @@ class Gateway:
     url: str
     server: GatewayServer
     task: asyncio.Task[None]
+
+    @property
+    def hub(self) -> Hub:
+        """The gateway's fan-out hub (the app runs in this test's event loop)."""
+        app = self.server.config.app
+        assert isinstance(app, Starlette)
+        hub: Hub = app.state.services.hub
+        return hub
 
     def client(self, **kwargs: object) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]

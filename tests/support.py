@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import socket
 import subprocess
 import time
@@ -18,12 +19,14 @@ import orjson
 import redis
 
 __all__ = [
+    "RawResponse",
     "RedisServer",
     "SSEParser",
     "ServerSentEvent",
     "collect_events",
     "event_types",
     "free_port",
+    "raw_get",
     "read_events",
     "submit",
     "wait_until",
@@ -243,3 +246,45 @@ async def submit(client: httpx.AsyncClient, name: str, **args: object) -> str:
     assert response.status_code == 202, response.text
     job_id: str = response.json()["job_id"]
     return job_id
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def event_ids(self) -> list[str]:
+        """The `id:` of every frame, in order."""
+        return [raw.decode() for raw in re.findall(rb"^id: (\S+)$", self.body, re.MULTILINE)]
+
+
+async def raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> RawResponse:
+    """GET over a bare socket until the server ends the response: cheap enough to run
+    hundreds at once in one test."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    try:
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = dict(line.lower().split(": ", 1) for line in header_lines)
+    if parsed.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    return RawResponse(int(status_line.split()[1]), parsed, body)
+
+
+def dechunk(data: bytes) -> bytes:
+    out: list[bytes] = []
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        data = rest[size + 2 :]
+    return b"".join(out)

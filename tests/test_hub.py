@@ -1,0 +1,230 @@
+"""The fan-out hub under load and faults: exact sequences for subscribers that join at any
+moment, a constant number of Redis connections, nothing left behind, slow and dying
+connections that harm no one."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.events import EventType, make_event
+from shared.keys import Keys
+from shared.publish import Publisher
+from shared.settings import Settings
+from tests.conftest import Gateway, StartGateway
+from tests.support import RawResponse, raw_get, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _port(gateway: Gateway) -> int:
+    port = urlsplit(gateway.url).port
+    assert port is not None
+    return port
+
+
+async def _stored_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
+    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
+    return [entry_id.decode() for entry_id, _ in entries]
+
+
+async def _start_job(publisher: Publisher, job_id: str) -> None:
+    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+    assert (await publisher.publish(queued, create=True)).accepted
+    await publisher.publish(make_event(EventType.STARTED, job_id, 1, {"attempt": 1}))
+
+
+async def _publish(publisher: Publisher, job_id: str, count: int, size: int = 0) -> None:
+    for n in range(count):
+        data = {"current": n, "pad": "x" * size}
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
+
+
+async def _finish(publisher: Publisher, job_id: str) -> None:
+    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+
+
+async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    rng = random.Random(5)
+    job_id = "hot-job"
+    await _start_job(publisher, job_id)
+    watchers: list[asyncio.Task[RawResponse]] = []
+    published = await _stored_ids(redis, settings, job_id)
+    total = 1000
+    join_at = sorted(rng.sample(range(total), 200))
+    for n in range(total):
+        while join_at and join_at[0] == n:
+            join_at.pop(0)
+            path = f"/jobs/{job_id}/events"
+            # Some join from scratch, some resume from a recent id (often one the hub has in
+            # its ring, sometimes one it has not announced yet).
+            position = rng.choice([None, *published[-5:]])
+            headers = {} if position is None else {"Last-Event-ID": position}
+            watchers.append(asyncio.create_task(raw_get(_port(gateway), path, headers)))
+        progress = make_event(EventType.PROGRESS, job_id, 1, {"current": n})
+        published.append(str((await publisher.publish(progress)).id))
+    await _finish(publisher, job_id)
+    responses = await asyncio.gather(*watchers)
+
+    stored = await _stored_ids(redis, settings, job_id)
+    for response in responses:
+        ids = response.event_ids()
+        assert response.status == 200
+        assert ids == stored[len(stored) - len(ids) :], "a gap, a duplicate or a reordering"
+        assert ids[-1] == stored[-1]
+
+
+async def test_redis_connections_stay_constant_whatever_the_subscribers(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    jobs = [f"conn-{n}" for n in range(20)]
+    for job_id in jobs:
+        await _start_job(publisher, job_id)
+    watchers = [
+        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{jobs[n % 20]}/events"))
+        for n in range(400)
+    ]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 400, timeout=30)
+    clients = await redis.client_list()
+    gateway_connections = [c for c in clients if c["name"] == "jobwire-gateway"]
+    counts = gateway.hub.counts()
+    for job_id in jobs:
+        await _finish(publisher, job_id)
+    await asyncio.gather(*watchers)
+
+    assert counts["feeds"] == 20, "one subscription per job"
+    assert len(gateway_connections) <= 7
+    pubsub = [c for c in gateway_connections if int(c["sub"]) > 0]
+    assert len(pubsub) == 1
+    assert int(pubsub[0]["sub"]) == 20
+
+
+async def test_nothing_outlives_its_subscribers(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway(settings.replace(hub_linger_s=0.05))
+    publisher = Publisher(redis, settings)
+    jobs = [f"leave-{n}" for n in range(5)]
+    for job_id in jobs:
+        await _start_job(publisher, job_id)
+    tasks_before = len(asyncio.all_tasks())
+    watchers = [
+        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+        for job_id in jobs
+        for _ in range(10)
+    ]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 50)
+    for watcher in watchers:  # every client goes away mid-stream
+        watcher.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+
+    await wait_until(
+        lambda: gateway.hub.counts() == {"subscribers": 0, "feeds": 0, "ring_entries": 0}
+    )
+    channels = [Keys(settings.key_prefix).live(job_id) for job_id in jobs]
+    await wait_until(lambda: _no_subscriptions(redis, channels))
+    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before)
+
+
+async def _no_subscriptions(redis: Redis, channels: list[str]) -> bool:
+    counts = await redis.pubsub_numsub(*channels)
+    return all(count == 0 for _, count in counts)
+
+
+async def test_lost_pubsub_connection_is_caught_up_from_the_stream(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "reconnecting-job"
+    await _start_job(publisher, job_id)
+    watchers = [
+        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events")) for _ in range(20)
+    ]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 20)
+    for _ in range(3):
+        await _publish(publisher, job_id, 50)
+        await redis.client_kill_filter(_type="pubsub")
+        await _publish(publisher, job_id, 50)  # published while the hub is away
+    await _finish(publisher, job_id)
+    responses = await asyncio.gather(*watchers)
+
+    stored = await _stored_ids(redis, settings, job_id)
+    for response in responses:
+        assert response.event_ids() == stored
+
+
+async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    limit = 32 * 1024
+    gateway = await start_gateway(settings.replace(max_buffer_bytes=limit))
+    publisher = Publisher(redis, settings)
+    job_id = "flooded-job"
+    await _start_job(publisher, job_id)
+    stalled = [await _never_reading(_port(gateway), f"/jobs/{job_id}/events") for _ in range(1000)]
+    reader = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1001, timeout=30)
+    peak = 0
+    for _ in range(20):
+        await _publish(publisher, job_id, 10, size=4000)
+        peak = max(peak, _buffered(gateway))
+    await _finish(publisher, job_id)
+    response = await reader
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 0, timeout=30)
+    for sock in stalled:
+        sock.close()
+
+    assert response.event_ids() == await _stored_ids(redis, settings, job_id)
+    # Every stalled subscriber was cut off before it held much more than the limit.
+    assert peak <= 1000 * (limit + 64 * 1024)
+
+
+async def _never_reading(port: int, path: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    await asyncio.get_running_loop().sock_sendall(
+        sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _buffered(gateway: Gateway) -> int:
+    return sum(s.connection.buffered() for s in gateway.hub._subscribers)
+
+
+async def test_connections_dying_mid_write_do_not_stop_delivery(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "dying-job"
+    await _start_job(publisher, job_id)
+    dying = [await _never_reading(_port(gateway), f"/jobs/{job_id}/events") for _ in range(50)]
+    survivors = [
+        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events")) for _ in range(5)
+    ]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 55)
+    for n, sock in enumerate(dying):
+        # A reset (SO_LINGER 0) in the middle of the flood: the next write to it fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        await _publish(publisher, job_id, 2 + n % 3, size=500)
+    await _finish(publisher, job_id)
+    responses = await asyncio.gather(*survivors)
+
+    stored = await _stored_ids(redis, settings, job_id)
+    assert all(response.event_ids() == stored for response in responses)
