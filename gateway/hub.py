@@ -39,9 +39,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.connection import Connection
 from gateway.position import Resume, format_cursor
 from shared import sse
-from shared.events import TERMINAL_TYPES
+from shared.events import TERMINAL_TYPES, now_ms
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.state import JobStatus, is_stalled, status_after
 from shared.streamid import StreamId
 
 __all__ = ["Entry", "Hub", "Outcome", "Subscriber"]
@@ -52,6 +53,7 @@ BACKFILL_BATCH = 500
 PING = sse.comment("ping")
 _RECONNECT_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _SUBSCRIBE_TIMEOUT_S = 30.0
+_STATUSES = frozenset(status.value for status in JobStatus)
 
 
 class Outcome(Enum):
@@ -67,6 +69,7 @@ class Entry(NamedTuple):
 
     id: StreamId
     type: str
+    ts: int
     payload: bytes
     frame: bytes
 
@@ -77,10 +80,10 @@ class Entry(NamedTuple):
     @classmethod
     def of(cls, raw_id: bytes | str, payload: bytes) -> Entry:
         text_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        event_type = orjson.loads(payload)["type"]
-        return cls(
-            StreamId.parse(text_id), event_type, payload, _frame(payload, event_type, text_id)
-        )
+        event = orjson.loads(payload)
+        event_type = event["type"]
+        frame = _frame(payload, event_type, text_id)
+        return cls(StreamId.parse(text_id), event_type, event["ts"], payload, frame)
 
 
 def _frame(payload: bytes, event_type: str, event_id: str) -> bytes:
@@ -134,6 +137,9 @@ class Feed:
     joining: set[Subscriber] = field(default_factory=set)
     ahead: set[Subscriber] = field(default_factory=set)  # joined past last_id
     linger: asyncio.TimerHandle | None = None
+    status: str = JobStatus.QUEUED.value
+    last_event_ms: int = 0
+    stalled: bool = False  # `stalled` was sent and no event came since
 
     @property
     def empty(self) -> bool:
@@ -170,6 +176,7 @@ class Hub:
         self._tasks = [
             self._loop.create_task(self._read_forever(), name="jobwire-hub-reader"),
             self._loop.create_task(self._ping_forever(), name="jobwire-hub-ping"),
+            self._loop.create_task(self._watch_stalls(), name="jobwire-hub-stalls"),
             self._loop.create_task(self._shutdown_on(shutdown), name="jobwire-hub-shutdown"),
         ]
 
@@ -219,7 +226,7 @@ class Hub:
         try:
             for resume in resumes:
                 if resume.job_id in subscriber.open_jobs and not subscriber.done.done():
-                    await self._join(subscriber, resume.job_id)
+                    await self._join(subscriber, resume)
             if not subscriber.open_jobs:
                 subscriber.finishing = True
                 self._send(subscriber, b"")
@@ -231,8 +238,11 @@ class Hub:
         finally:
             self._end(subscriber, Outcome.LOST)
 
-    async def _join(self, subscriber: Subscriber, job_id: str) -> None:
+    async def _join(self, subscriber: Subscriber, resume: Resume) -> None:
+        job_id = resume.job_id
         feed = self._attach(job_id)
+        if resume.updated_at > feed.last_event_ms:
+            self._note(feed, resume.status, resume.updated_at)
         feed.joining.add(subscriber)
         subscriber.holding[job_id] = []
         try:
@@ -289,6 +299,7 @@ class Hub:
             return  # already delivered (pub/sub and a catch-up read overlap)
         feed.last_id = entry.id
         feed.ring.append(entry)
+        self._note(feed, entry.type, entry.ts)
         frame = entry.frame
         for subscriber in feed.live:
             subscriber.outbox.append(frame)
@@ -496,3 +507,44 @@ class Hub:
                     self._dirty.add(subscriber)
                 subscriber.wrote = False
             self._schedule_flush()
+
+    # -- liveness -----------------------------------------------------------------------
+
+    def _note(self, feed: Feed, event_type_or_status: str, at_ms: int) -> None:
+        """Track what the job is doing, for `stalled`: its status and last event time."""
+        status = (
+            event_type_or_status
+            if event_type_or_status in _STATUSES
+            else status_after(event_type_or_status)
+        )
+        if status is not None:
+            feed.status = str(status)
+        feed.last_event_ms = max(feed.last_event_ms, at_ms)
+        feed.stalled = False
+
+    async def _watch_stalls(self) -> None:
+        """Tell the subscribers of a running job that went silent (its worker died or hung).
+
+        `stalled` carries no `id:`, so it never moves a client's position; the job's next
+        event, if any, is the all-clear (arq reruns a job whose worker died).
+        """
+        heartbeat_s = self._settings.heartbeat_s
+        while True:
+            await asyncio.sleep(heartbeat_s)
+            now = now_ms()
+            for feed in self._feeds.values():
+                if feed.stalled or feed.empty:
+                    continue
+                if is_stalled(feed.status, feed.last_event_ms, heartbeat_s, now):
+                    feed.stalled = True
+                    self._announce_stall(feed, now)
+
+    def _announce_stall(self, feed: Feed, now: int) -> None:
+        data = {
+            "job": feed.job_id,
+            "silent_s": round((now - feed.last_event_ms) / 1000, 1),
+            "last_event_id": None if feed.last_id is None else str(feed.last_id),
+        }
+        frame = sse.frame(orjson.dumps(data), event="stalled")
+        for subscriber in list(feed.members()):
+            self._send(subscriber, frame)

@@ -16,7 +16,7 @@ from gateway.stream import event_stream
 from gateway.submission import Submission, check_against_catalog, read_submission
 from shared.catalog import load_catalog
 from shared.events import EventType, make_event, now_ms
-from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus
+from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus, is_stalled
 
 __all__ = ["cancel", "status", "submit"]
 
@@ -61,6 +61,8 @@ async def status(request: Request) -> JSONResponse:
     state = await load_snapshot(svc, job_id)
     if state is None:
         raise job_not_found(job_id)
+    heartbeat_s = svc.settings.heartbeat_s
+    state["stalled"] = is_stalled(state["status"], state["updated_at"], heartbeat_s, now_ms())
     return JSONResponse(state)
 
 

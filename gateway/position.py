@@ -44,6 +44,8 @@ class Resume:
     after: StreamId | None  # deliver events after this id; None: from the stream's start
     reset: dict[str, Any] | None  # the `reset` event's data, when the position is not vouched
     finished: bool  # the subscriber already has the terminal event
+    status: str = JobStatus.QUEUED.value  # as the state hash had it when the stream opened
+    updated_at: int = 0  # unix ms of the job's last event then
 
 
 def requested(request: Request) -> str | None:
@@ -87,13 +89,14 @@ async def resume_point(
     svc: Services, job_id: str, position: StreamId | None, state: dict[str, Any]
 ) -> Resume:
     last = StreamId.parse(state["last_event_id"])
+    known = {"status": state["status"], "updated_at": state["updated_at"]}
     if position == last and JobStatus(state["status"]) in TERMINAL_STATUSES:
-        return Resume(job_id, position, None, finished=True)
+        return Resume(job_id, position, None, finished=True, **known)
     reason = await _unvouched(svc, job_id, position, last)
     if reason is None:
-        return Resume(job_id, position, None, finished=False)
+        return Resume(job_id, position, None, finished=False, **known)
     reset = {"job": job_id, "reason": reason, "state": state}
-    return Resume(job_id, None, reset, finished=False)
+    return Resume(job_id, None, reset, finished=False, **known)
 
 
 async def _unvouched(

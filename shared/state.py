@@ -13,7 +13,20 @@ import orjson
 
 from shared.events import Event, EventType
 
-__all__ = ["CANCEL_REQUESTED", "JobStatus", "TERMINAL_STATUSES", "snapshot", "state_changes"]
+__all__ = [
+    "CANCEL_REQUESTED",
+    "STALLED_AFTER_HEARTBEATS",
+    "JobStatus",
+    "TERMINAL_STATUSES",
+    "is_stalled",
+    "status_after",
+    "snapshot",
+    "state_changes",
+]
+
+# A running job writes at least a heartbeat every heartbeat interval; this many intervals of
+# silence mean its worker is gone or hung.
+STALLED_AFTER_HEARTBEATS = 3
 
 # Set by the gateway before it asks arq to abort a job: tells the worker's lifecycle that a
 # CancelledError is a cancellation, not the worker shutting down.
@@ -94,3 +107,14 @@ def snapshot(job_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def is_stalled(status: str, last_event_ms: int, heartbeat_s: float, now_ms: int) -> bool:
+    """A running job that has written nothing for STALLED_AFTER_HEARTBEATS heartbeats."""
+    silence_ms = STALLED_AFTER_HEARTBEATS * heartbeat_s * 1000
+    return status == JobStatus.RUNNING and now_ms - last_event_ms > silence_ms
+
+
+def status_after(event_type: str) -> JobStatus | None:
+    """The status a job has after an event of `event_type`; None if it keeps its status."""
+    return _STATUS_AFTER.get(EventType(event_type))

@@ -17,7 +17,7 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, raw_get, wait_until
+from tests.support import RawResponse, raw_get, read_events, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -228,3 +228,35 @@ async def test_connections_dying_mid_write_do_not_stop_delivery(
 
     stored = await _stored_ids(redis, settings, job_id)
     assert all(response.event_ids() == stored for response in responses)
+
+
+async def test_a_silent_running_job_is_reported_stalled_until_it_speaks(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    quick = settings.replace(heartbeat_s=0.1)
+    gateway = await start_gateway(quick)
+    publisher = Publisher(redis, quick)
+    job_id = "silent-job"
+    await _start_job(publisher, job_id)
+    async with (
+        gateway.client() as client,
+        client.stream("GET", f"/jobs/{job_id}/events") as response,
+    ):
+        events = read_events(response)
+        assert [(await anext(events)).event for _ in range(2)] == ["queued", "started"]
+        stalled = await anext(events)
+        snapshot = (await client.get(f"/jobs/{job_id}")).json()
+        await _publish(publisher, job_id, 1)
+        resumed = await anext(events)
+        after = (await client.get(f"/jobs/{job_id}")).json()
+        await _finish(publisher, job_id)
+        rest = [event async for event in events]
+
+    assert stalled.event == "stalled"
+    assert stalled.id is None, "stalled must not move the client's position"
+    assert stalled.json()["job"] == job_id
+    assert stalled.json()["silent_s"] >= 0.3
+    assert snapshot["stalled"] is True
+    assert resumed.event == "progress"
+    assert after["stalled"] is False
+    assert rest[-1].event == "completed"
