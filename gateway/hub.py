@@ -90,6 +90,21 @@ def _frame(payload: bytes, event_type: str, event_id: str) -> bytes:
     return sse.frame(payload, event=event_type, id=event_id)
 
 
+def _newer_in_ring(feed: Feed, position: StreamId) -> list[Entry] | None:
+    """The ring's entries after `position`, oldest first, if the ring holds `position`."""
+    if not feed.ring or feed.ring[-1].id != feed.last_id:
+        return None
+    newer: list[Entry] = []
+    for entry in reversed(feed.ring):
+        if entry.id == position:
+            newer.reverse()
+            return newer
+        if entry.id < position:
+            return None
+        newer.append(entry)
+    return None
+
+
 class Subscriber:
     """One open stream: its connection, its outbox, and where it is in each job."""
 
@@ -257,21 +272,25 @@ class Hub:
         if job_id in subscriber.open_jobs and not subscriber.done.done():
             self._go_live(subscriber, feed)
 
+    def vouch(self, job_id: str, position: StreamId) -> Resume | None:
+        """A resume point from memory, when this process watches the job and its ring holds
+        `position` (so the stream vouches for it without a Redis read); None otherwise."""
+        feed = self._feeds.get(job_id)
+        if feed is None or _newer_in_ring(feed, position) is None:
+            return None
+        last = feed.ring[-1]
+        finished = last.id == position and last.terminal
+        return Resume(job_id, position, None, finished, feed.status, feed.last_event_ms)
+
     def _replay_ring(self, subscriber: Subscriber, feed: Feed) -> bool:
         """Serve the backfill from the ring if it holds the subscriber's position."""
         position = subscriber.cursor[feed.job_id]
-        if position is None or not feed.ring or feed.ring[-1].id != feed.last_id:
+        newer = None if position is None else _newer_in_ring(feed, position)
+        if newer is None:
             return False
-        newer: list[Entry] = []
-        for entry in reversed(feed.ring):
-            if entry.id == position:
-                for replayed in reversed(newer):
-                    self._deliver(subscriber, feed.job_id, replayed)
-                return True
-            if entry.id < position:
-                return False
-            newer.append(entry)
-        return False
+        for entry in newer:
+            self._deliver(subscriber, feed.job_id, entry)
+        return True
 
     async def _backfill(self, subscriber: Subscriber, feed: Feed) -> None:
         key = self._keys.events(feed.job_id)

@@ -24,10 +24,12 @@ async def events(request: Request) -> ASGIApp:
     job_id = path_job_id(request)
     raw = requested(request)
     position = None if raw is None else parse_position(raw)
-    state = await load_snapshot(svc, job_id)
-    if state is None:
-        raise job_not_found(job_id)
-    resume = await resume_point(svc, job_id, position, state)
+    resume = None if position is None else svc.hub.vouch(job_id, position)
+    if resume is None:
+        state = await load_snapshot(svc, job_id)
+        if state is None:
+            raise job_not_found(job_id)
+        resume = await resume_point(svc, job_id, position, state)
     if resume.finished:
         # 204 is the one answer that stops a browser's EventSource for good.
         return Response(status_code=204)
