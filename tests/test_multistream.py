@@ -101,7 +101,10 @@ async def test_resume_with_every_job_finished_is_204(stack: Gateway) -> None:
     ],
 )
 async def test_bad_multi_stream_requests(
-    stack: Gateway, params: list[tuple[str, str]], status: int, code: str
+    stack: Gateway,
+    params: list[tuple[str, str | int | float | bool | None]],
+    status: int,
+    code: str,
 ) -> None:
     async with stack.client() as client:
         response = await client.get("/events", params=httpx.QueryParams(params))
