@@ -12,7 +12,7 @@ from arq import ArqRedis
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway import health, jobs, multistream, stream
+from gateway import health, jobs, multistream, page, stream
 from gateway.errors import exception_handlers
 from gateway.hub import Hub
 from gateway.services import Services
@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/events", multistream.events, methods=["GET"], name="multi_events"),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        *page.routes(),
     ]
     app = Starlette(
         routes=routes,

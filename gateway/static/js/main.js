@@ -1,0 +1,144 @@
+// Wires the page together: the catalog into the form, submissions into cards and the watcher.
+
+import { apiKey, cancelJob, loadCatalog, submitJob } from "./api.js";
+import { Job } from "./jobs.js";
+import { loadJobs, saveJobs } from "./storage.js";
+import { Watcher } from "./stream.js";
+import { JobCard, readArguments, renderArgumentFields, showConnection } from "./view.js";
+
+const CATALOG_RETRY_MS = 3000;
+
+const $ = (id) => document.getElementById(id);
+const cards = new Map(); // job id -> card, oldest first
+let catalog = new Map();
+let catalogTimer = null;
+
+const watcher = new Watcher({
+  onJobChanged: (job) => cards.get(job.id)?.render(),
+  onConnectionChanged: (state) => showConnection($("connection"), state),
+});
+
+async function refreshCatalog() {
+  clearTimeout(catalogTimer);
+  const select = $("job-name");
+  try {
+    const specs = await loadCatalog();
+    catalog = new Map(specs.map((spec) => [spec.name, spec]));
+  } catch (error) {
+    $("submit-error").textContent = `Could not load the job list: ${error.message}`;
+    if (error.status === 401 && !$("settings").open) askForKey();
+    catalogTimer = setTimeout(refreshCatalog, CATALOG_RETRY_MS);
+    return;
+  }
+  if (catalog.size === 0) {
+    $("submit-error").textContent = "No worker has advertised any job yet; waiting for one…";
+    catalogTimer = setTimeout(refreshCatalog, CATALOG_RETRY_MS);
+    return;
+  }
+  $("submit-error").textContent = "";
+  const chosen = select.value;
+  select.replaceChildren(
+    ...[...catalog.keys()].map((name) => new Option(name, name, false, name === chosen)),
+  );
+  select.disabled = false;
+  $("submit-button").disabled = false;
+  showSpec();
+}
+
+function showSpec() {
+  const spec = catalog.get($("job-name").value);
+  $("job-doc").textContent = spec?.doc ?? "";
+  renderArgumentFields($("job-args"), spec);
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const name = $("job-name").value;
+  const problem = $("submit-error");
+  problem.textContent = "";
+  let args;
+  try {
+    args = readArguments($("job-args"));
+  } catch (error) {
+    problem.textContent = `Arguments: ${error.message}`;
+    return;
+  }
+  const button = $("submit-button");
+  button.disabled = true;
+  try {
+    const answer = await submitJob(name, args);
+    addJob(new Job({ id: answer.job_id, name, args, watchToken: answer.watch_token ?? null }));
+  } catch (error) {
+    problem.textContent = `Not submitted: ${error.message}`;
+    if (error.status === 401) askForKey();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function addJob(job) {
+  const card = new JobCard($("job-template"), job, { onCancel: cancel });
+  cards.set(job.id, card);
+  $("jobs").prepend(card.element);
+  $("no-jobs").hidden = true;
+  watcher.watch(job);
+  remember();
+}
+
+function remember() {
+  saveJobs([...cards.values()].map((card) => card.job));
+}
+
+async function cancel(card) {
+  const button = card.part("cancel");
+  button.disabled = true;
+  try {
+    await cancelJob(card.job.id);
+  } catch (error) {
+    card.showProblem(`Cancel failed: ${error.message}`);
+    button.disabled = false;
+  }
+}
+
+function clearFinished() {
+  for (const [id, card] of cards) {
+    if (card.job.terminal) {
+      card.element.remove();
+      cards.delete(id);
+      watcher.forget(card.job);
+    }
+  }
+  $("no-jobs").hidden = cards.size > 0;
+  remember();
+}
+
+function askForKey() {
+  $("settings").open = true;
+  $("api-key").focus();
+}
+
+function setUpSettings() {
+  const input = $("api-key");
+  const note = $("settings-note");
+  input.value = apiKey.get();
+  $("settings-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    apiKey.set(input.value.trim());
+    note.textContent = input.value.trim() ? "Key saved in this browser." : "No key set.";
+  });
+  $("forget-key").addEventListener("click", () => {
+    input.value = "";
+    apiKey.set("");
+    note.textContent = "Key forgotten.";
+  });
+}
+
+apiKey.takeFromFragment();
+for (const saved of loadJobs()) addJob(new Job(saved));
+setUpSettings();
+window.addEventListener("jobwire:key-changed", refreshCatalog);
+$("job-name").addEventListener("change", showSpec);
+$("submit-form").addEventListener("submit", submit);
+$("clear-finished").addEventListener("click", clearFinished);
+showConnection($("connection"), watcher.connection);
+refreshCatalog();
