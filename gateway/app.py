@@ -1,5 +1,5 @@
-"""The gateway's app factory: routes, error handlers, and the clients made and closed in the
-lifespan."""
+"""The gateway's app factory: routes, error handlers, CORS, access control, and the clients
+made and closed in the lifespan."""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ from contextlib import asynccontextmanager
 
 from arq import ArqRedis
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import health, jobs, multistream, page, stream
-from gateway.errors import exception_handlers
+from gateway import health, jobs, multistream, openapi, page, stream
+from gateway.auth import Access, install_log_redaction
+from gateway.errors import error_response, exception_handlers
 from gateway.hub import Hub
+from gateway.limits import Limits
 from gateway.services import Services
 from shared.clients import connection_pool, create_redis
 from shared.keys import Keys
@@ -31,11 +37,21 @@ QUEUE_CONNECTIONS = 2
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The gateway app. `app.state.shutdown` is set when the server begins shutting down."""
+    """The gateway app. `app.state.shutdown` is set when the server begins shutting down.
+
+    Raises SettingsError when auth is on without API keys or a token secret.
+    """
     shutdown = asyncio.Event()
+    access = Access.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_log_redaction()
+        if not access.enabled:
+            logger.warning(
+                "authentication is disabled (JOBWIRE_AUTH_DISABLED=true): anyone who can reach "
+                "this gateway may submit, watch and cancel any job"
+            )
         # Bounded pools: the gateway's Redis connections stay a small constant (at most
         # EVENTS_CONNECTIONS + QUEUE_CONNECTIONS + the hub's one pub/sub connection), however
         # many subscribers it serves; a burst of requests waits for a free connection.
@@ -76,12 +92,50 @@ def create_app(settings: Settings) -> Starlette:
         Route("/events", multistream.events, methods=["GET"], name="multi_events"),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         *page.routes(),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers=exception_handlers,
         lifespan=lifespan,
+        middleware=_cors(settings),
     )
     app.state.shutdown = shutdown
+    app.state.access = access
+    app.state.limits = Limits(settings)
     return app
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Browsers on the allowed origins may call the API; without any, only the gateway's own
+    page can. Requests without an `Origin` pass straight through (event streams included)."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return []
+    return [
+        Middleware(
+            JSONCORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+    ]
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered like every other error: JSON."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refused = bytes(response.body).decode()  # "Disallowed CORS origin, method", ...
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        return error_response(403, "cors_refused", refused, headers=headers)

@@ -1,4 +1,8 @@
-"""The REST side of a job: submit, read its state, cancel it."""
+"""The REST side of a job: submit, read its state, cancel it.
+
+Each needs an API key (`gateway.auth`); reading the state takes the job's watch token too.
+A job belongs to the key that submitted it: another key gets 404, as for no job at all.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
+from gateway.auth import OWNER, Caller, access, require_api_key, require_viewer
 from gateway.errors import APIError
+from gateway.limits import limits
 from gateway.lookup import job_not_found, load_snapshot, path_job_id
 from gateway.position import Resume
 from gateway.services import Services, services
@@ -29,16 +35,28 @@ async def submit(request: Request) -> ASGIApp:
     """Queue a job: 202 (200 for the same job again) with its URLs, or with
     `Accept: text/event-stream` its event stream right away (the LLM-API pattern)."""
     svc = services(request)
-    submission = await read_submission(request, svc.settings.max_body_bytes)
-    check_against_catalog(submission, await load_catalog(svc.redis, svc.keys))
-    answer = await _queue(request, svc, submission)
+    caller = require_api_key(request)
     if not _wants_stream(request):
-        return answer
-    resume = Resume(submission.job_id, after=None, reset=None, finished=False)
-    return event_stream(svc, [resume])
+        limits(request).take_submit(caller.key_id)
+        return await _queue(request, svc, caller, await _read(request, svc, caller))
+    with limits(request).stream_slot(caller.counted_keys) as slot:
+        limits(request).take_submit(caller.key_id)
+        submission = await _read(request, svc, caller)
+        await _queue(request, svc, caller, submission)
+        resume = Resume(submission.job_id, after=None, reset=None, finished=False)
+        return slot.guard(event_stream(svc, [resume]))
 
 
-async def _queue(request: Request, svc: Services, submission: Submission) -> JSONResponse:
+async def _read(request: Request, svc: Services, caller: Caller) -> Submission:
+    # The caller scopes the Idempotency-Key: two keys sending the same one get two jobs.
+    submission = await read_submission(request, svc.settings.max_body_bytes, caller.key_id)
+    check_against_catalog(submission, await load_catalog(svc.redis, svc.keys))
+    return submission
+
+
+async def _queue(
+    request: Request, svc: Services, caller: Caller, submission: Submission
+) -> JSONResponse:
     queued = make_event(
         EventType.QUEUED,
         submission.job_id,
@@ -47,19 +65,24 @@ async def _queue(request: Request, svc: Services, submission: Submission) -> JSO
     )
     result = await svc.publisher.publish(queued, create=True)
     if not result.accepted:
-        await _check_same_job(svc, submission)
-        return _accepted(request, submission.job_id, result.status or "queued", 200)
+        await _check_same_job(svc, submission, caller)
+        return _accepted(request, submission.job_id, result.status or "queued", 200, caller)
+    if caller.key_id:
+        # Before the job can run; until this is written the job is nobody's (404 to all).
+        await svc.redis.hset(svc.keys.state(submission.job_id), OWNER, caller.key_id)  # type: ignore[misc]
     job = await svc.queue.enqueue_job(submission.name, _job_id=submission.job_id, **submission.args)
     if job is None:
         await _refuse_duplicate(svc, submission.job_id)
-    return _accepted(request, submission.job_id, JobStatus.QUEUED.value, 202)
+    return _accepted(request, submission.job_id, JobStatus.QUEUED.value, 202, caller)
 
 
 async def status(request: Request) -> JSONResponse:
+    """The job's state snapshot, for its API key or its watch token."""
     svc = services(request)
     job_id = path_job_id(request)
+    viewer = require_viewer(request, [job_id])
     state = await load_snapshot(svc, job_id)
-    if state is None:
+    if state is None or not viewer.owns(state):
         raise job_not_found(job_id)
     heartbeat_s = svc.settings.heartbeat_s
     state["stalled"] = is_stalled(state["status"], state["updated_at"], heartbeat_s, now_ms())
@@ -69,8 +92,9 @@ async def status(request: Request) -> JSONResponse:
 async def cancel(request: Request) -> JSONResponse:
     svc = services(request)
     job_id = path_job_id(request)
+    caller = require_api_key(request)
     state = await load_snapshot(svc, job_id)
-    if state is None:
+    if state is None or (caller.key_id and state.get(OWNER) != caller.key_id):
         raise job_not_found(job_id)
     job_status = JobStatus(state["status"])
     if job_status in TERMINAL_STATUSES:
@@ -86,13 +110,21 @@ async def cancel(request: Request) -> JSONResponse:
     return JSONResponse({"job_id": job_id, "status": "cancelling"}, 202)
 
 
-async def _check_same_job(svc: Services, submission: Submission) -> None:
-    name, args = await svc.redis.hmget(svc.keys.state(submission.job_id), ["name", "args"])  # type: ignore[misc]
-    if name is None or name.decode() != submission.name or orjson.loads(args) != submission.args:
+async def _check_same_job(svc: Services, submission: Submission, caller: Caller) -> None:
+    fields = [b"name", b"args", OWNER.encode()]
+    name, args, owner = await svc.redis.hmget(svc.keys.state(submission.job_id), fields)  # type: ignore[misc]
+    same_owner = not caller.key_id or owner == caller.key_id.encode()
+    if (
+        name is None
+        or not same_owner
+        or name.decode() != submission.name
+        or orjson.loads(args) != submission.args
+    ):
+        # Another key's job is told apart from nothing else: the id is simply taken.
         raise APIError(
             409,
             "job_id_taken",
-            f"job {submission.job_id} exists with a different name or args",
+            f"job {submission.job_id} exists with a different name, args or API key",
         )
 
 
@@ -114,13 +146,18 @@ async def _abort_in_queue(svc: Services, job_id: str) -> None:
     await svc.queue.zadd(abort_jobs_ss, {job_id: now_ms()})
 
 
-def _accepted(request: Request, job_id: str, job_status: str, code: int) -> JSONResponse:
+def _accepted(
+    request: Request, job_id: str, job_status: str, code: int, caller: Caller
+) -> JSONResponse:
     status_url = str(request.url_for("status", job_id=job_id))
     body = {
         "job_id": job_id,
         "status": job_status,
         "status_url": status_url,
         "events_url": str(request.url_for("events", job_id=job_id)),
+        # Opens this job's events (and state) without the API key: for a browser's
+        # EventSource (`?token=`) or whoever is handed the job. None when auth is disabled.
+        "watch_token": access(request).issue(job_id, caller.key_id),
     }
     return JSONResponse(body, code, headers={"Location": status_url})
 

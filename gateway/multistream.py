@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from gateway.auth import require_viewer
 from gateway.errors import APIError
+from gateway.limits import limits
 from gateway.lookup import load_snapshot
 from gateway.position import parse_cursor, requested, resume_point
 from gateway.services import services
@@ -26,13 +28,17 @@ MAX_JOBS = 50
 async def events(request: Request) -> ASGIApp:
     svc = services(request)
     job_ids = _job_ids(request)
+    viewer = require_viewer(request, job_ids)
     raw = requested(request)
     cursor = {} if raw is None else parse_cursor(raw)
     strangers = sorted(set(cursor) - set(job_ids))
     if strangers:
         raise APIError(400, "invalid_last_event_id", {"jobs_not_requested": strangers})
     states = {job_id: await load_snapshot(svc, job_id) for job_id in job_ids}
-    unknown = [job_id for job_id, state in states.items() if state is None]
+    # Another key's job is unknown to this one.
+    unknown = [
+        job_id for job_id, state in states.items() if state is None or not viewer.owns(state)
+    ]
     if unknown:
         raise APIError(404, "job_not_found", {"unknown": unknown})
     resumes = [
@@ -42,7 +48,8 @@ async def events(request: Request) -> ASGIApp:
     ]
     if all(resume.finished for resume in resumes):
         return Response(status_code=204)
-    return event_stream(svc, resumes, composite=True)
+    with limits(request).stream_slot(viewer.counted_keys) as slot:
+        return slot.guard(event_stream(svc, resumes, composite=True))
 
 
 def _job_ids(request: Request) -> list[str]:

@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.auth import require_api_key
 from gateway.services import services
 from shared.catalog import load_catalog
 
@@ -39,6 +40,7 @@ async def index(request: Request) -> FileResponse:
 
 async def catalog(request: Request) -> JSONResponse:
     """The jobs workers advertise: name, params, required, accepts_any and doc, by name."""
+    require_api_key(request)
     svc = services(request)
     specs = await load_catalog(svc.redis, svc.keys)
     return JSONResponse({"jobs": [specs[name] for name in sorted(specs)]})

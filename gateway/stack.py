@@ -4,11 +4,16 @@ It starts a private redis-server on a free port (unless JOBWIRE_REDIS_URL names 
 worker and the gateway as child processes, waits until the gateway is ready, prints what to
 try, and on Ctrl-C or SIGTERM stops every process it started: gateway first (so clients
 reconnect elsewhere), then the worker (which re-queues what it was running), then Redis.
+
+Auth stays on: without JOBWIRE_API_KEYS it makes an API key for this run and prints it once
+(in the page's URL fragment too, which never reaches a server or its logs); without
+JOBWIRE_TOKEN_SECRET it makes one, so watch tokens last as long as the run.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +34,7 @@ __all__ = ["StackError", "run_stack"]
 
 STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 30.0
+DEV_KEY_NAME = "dev"
 
 
 class StackError(RuntimeError):
@@ -39,6 +45,7 @@ def run_stack(settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    settings, made_key = _with_dev_credentials(settings)
     with ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(_private_redis())
         env = {**os.environ, **settings.to_env(), "JOBWIRE_REDIS_URL": redis_url}
@@ -46,7 +53,7 @@ def run_stack(settings: Settings) -> int:
         gateway = stack.enter_context(_child("gateway", [sys.executable, "-m", "gateway"], env))
         base_url = f"http://{_display_host(settings.host)}:{settings.port}"
         _wait_ready(base_url, [worker, gateway])
-        print(_banner(base_url, redis_url), flush=True)
+        print(_banner(base_url, redis_url, settings, made_key), flush=True)
         while not stop.wait(0.2):
             for name, child in (("worker", worker), ("gateway", gateway)):
                 if child.poll() is not None:
@@ -54,6 +61,20 @@ def run_stack(settings: Settings) -> int:
                     return 1
         print("jobwire: stopping…", flush=True)
     return 0
+
+
+def _with_dev_credentials(settings: Settings) -> tuple[Settings, str | None]:
+    """`settings` with an API key and a token secret made for this run where none is set,
+    and the key made (None if none was), to print once."""
+    if not settings.auth_enabled:
+        return settings, None
+    made_key = None if settings.api_keys else secrets.token_urlsafe(32)
+    changes = {}
+    if made_key is not None:
+        changes["api_keys"] = f"{DEV_KEY_NAME}:{made_key}"
+    if not settings.token_secret:
+        changes["token_secret"] = secrets.token_urlsafe(48)
+    return settings.replace(**changes), made_key
 
 
 @contextmanager
@@ -138,20 +159,38 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _banner(base_url: str, redis_url: str) -> str:
+def _banner(base_url: str, redis_url: str, settings: Settings, made_key: str | None) -> str:
+    page = f"{base_url}/#key={made_key}" if made_key else f"{base_url}/"
+    key, token = "", ""
+    if settings.auth_enabled:
+        key = ' -H "Authorization: Bearer $JOBWIRE_API_KEY"'
+        token = ' -H "Authorization: Bearer WATCH_TOKEN"'
     return f"""
-Jobwire is up: {base_url}   (events and state in {redis_url})
-
+Jobwire is up: {page}   (the web page; events and state in {redis_url})
+{_key_notice(settings, made_key)}
   Submit a job:
-    curl -i -X POST {base_url}/jobs -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
-  Watch it (use the job_id from the answer):
-    curl -N {base_url}/jobs/JOB_ID/events
+    curl -i -X POST {base_url}/jobs{key} -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
+  Watch it (use the job_id{" and watch_token" if token else ""} from the answer):
+    curl -N {base_url}/jobs/JOB_ID/events{token}
   Cut it with Ctrl-C, then resume from the last id you saw:
-    curl -N -H 'Last-Event-ID: LAST_ID' {base_url}/jobs/JOB_ID/events
+    curl -N {base_url}/jobs/JOB_ID/events{token} -H 'Last-Event-ID: LAST_ID'
   State, cancel, health:
-    curl {base_url}/jobs/JOB_ID
-    curl -X DELETE {base_url}/jobs/JOB_ID
+    curl {base_url}/jobs/JOB_ID{key}
+    curl -X DELETE {base_url}/jobs/JOB_ID{key}
     curl {base_url}/readyz
+  The same from the command line:
+    jobwire submit demo.countdown seconds=10 --watch
 
 Press Ctrl-C to stop everything.
+"""
+
+
+def _key_notice(settings: Settings, made_key: str | None) -> str:
+    if not settings.auth_enabled:
+        return "\n  Authentication is OFF (JOBWIRE_AUTH_DISABLED=true): anyone here may use it.\n"
+    if made_key is None:
+        return "\n  API keys: JOBWIRE_API_KEYS (export JOBWIRE_API_KEY=<one of them>)\n"
+    return f"""
+  API key made for this run (set JOBWIRE_API_KEYS to choose your own):
+    export JOBWIRE_API_KEY={made_key}
 """

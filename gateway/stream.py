@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from gateway.auth import jobs_of_others, require_viewer
+from gateway.limits import limits
 from gateway.lookup import job_not_found, load_snapshot, path_job_id
 from gateway.position import Resume, parse_position, requested, resume_point
 from gateway.response import EventStreamResponse
@@ -22,6 +24,9 @@ __all__ = ["event_stream", "events"]
 async def events(request: Request) -> ASGIApp:
     svc = services(request)
     job_id = path_job_id(request)
+    viewer = require_viewer(request, [job_id])
+    if await jobs_of_others(svc, viewer, [job_id]):
+        raise job_not_found(job_id)
     raw = requested(request)
     position = None if raw is None else parse_position(raw)
     resume = None if position is None else svc.hub.vouch(job_id, position)
@@ -33,7 +38,8 @@ async def events(request: Request) -> ASGIApp:
     if resume.finished:
         # 204 is the one answer that stops a browser's EventSource for good.
         return Response(status_code=204)
-    return event_stream(svc, [resume])
+    with limits(request).stream_slot(viewer.counted_keys) as slot:
+        return slot.guard(event_stream(svc, [resume]))
 
 
 def event_stream(

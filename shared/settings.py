@@ -7,8 +7,10 @@ Tests build their own with `Settings.from_env({...})`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,12 +25,20 @@ __all__ = [
     "UnknownSettingWarning",
     "describe",
     "env_names",
+    "parse_api_keys",
 ]
 
 ENV_PREFIX = "JOBWIRE_"
 # Read by `jobwire submit` / `jobwire watch`, not by the gateway or the worker: not unknown.
 CLIENT_ENV_NAMES = frozenset({"JOBWIRE_URL", "JOBWIRE_API_KEY"})
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MIN_API_KEY_CHARS = 16
+MIN_SECRET_CHARS = 32
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_KEY_CHARS = re.compile(r"[!-~]+")  # printable ASCII, no space
+_ORIGIN = re.compile(r"https?://[^/\s?#,]+")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class SettingsError(ValueError):
@@ -39,8 +49,9 @@ class UnknownSettingWarning(UserWarning):
     """A `JOBWIRE_*` variable names no setting (most often a typo)."""
 
 
-def _setting(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
+    # A secret stays out of repr(), so logging the settings never prints it.
+    return field(default=default, repr=not secret, metadata={"doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,44 @@ class Settings:
         "puts them back in the queue (`retrying`). Keep it below the orchestrator's stop timeout.",
     )
     log_level: str = _setting("INFO", "Log level of the gateway and worker.")
+    auth_disabled: bool = _setting(
+        False,
+        "true: the gateway checks no API key or watch token, so anyone who reaches it may "
+        "submit, watch and cancel any job; it logs a warning at start. Only for a gateway "
+        "nobody else can reach.",
+    )
+    api_keys: str = _setting(
+        "",
+        "API keys clients send as `Authorization: Bearer <key>`, comma-separated; each may be "
+        "`name:key`, the name standing for the key in logs and limits. 16+ characters each. "
+        "Needed unless auth is disabled (`jobwire up` makes one).",
+        secret=True,
+    )
+    token_secret: str = _setting(
+        "",
+        "Signs watch tokens (HMAC-SHA256); 32+ characters, the same on every gateway replica. "
+        "Changing it voids the tokens issued. Needed unless auth is disabled (`jobwire up` "
+        "makes one).",
+        secret=True,
+    )
+    token_ttl_s: float = _setting(
+        86_400.0, "How long a watch token, issued at submit, stays valid."
+    )
+    cors_origins: str = _setting(
+        "",
+        "Origins whose web pages may call the gateway, comma-separated "
+        "(`https://app.example.com`; `*`: any). Empty: only the gateway's own page.",
+    )
+    max_streams_per_key: int = _setting(
+        1_000,
+        "Event streams one API key may hold open at once, per gateway process (429 above it); "
+        "0: no limit.",
+    )
+    submits_per_minute: int = _setting(
+        600,
+        "Jobs one API key may submit per minute, per gateway process, in bursts of up to as "
+        "many (429 with Retry-After above it); 0: no limit.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +199,7 @@ class Settings:
             "max_tries",
             "worker_concurrency",
             "worker_poll_s",
+            "token_ttl_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -160,6 +210,8 @@ class Settings:
             "publish_retry_s",
             "shutdown_grace_s",
             "hub_linger_s",
+            "max_streams_per_key",
+            "submits_per_minute",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -168,6 +220,25 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise SettingsError(f"{ENV_PREFIX}KEY_PREFIX must be non-empty, without braces")
+        parse_api_keys(self.api_keys)
+        if self.token_secret and len(self.token_secret) < MIN_SECRET_CHARS:
+            raise SettingsError(
+                f"{ENV_PREFIX}TOKEN_SECRET must be at least {MIN_SECRET_CHARS} characters"
+            )
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"{ENV_PREFIX}CORS_ORIGINS: {origin!r} is not an origin such as "
+                    "https://app.example.com (scheme and host, an optional port, no path)"
+                )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return not self.auth_disabled
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def events_redis_url(self) -> str:
@@ -186,6 +257,32 @@ class Settings:
         }
 
 
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Key id -> key, from JOBWIRE_API_KEYS. A key's id is its name, else `key-` and a short
+    hash of it: something logs and limits can name without showing the key."""
+    keys: dict[str, str] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, separator, key = entry.partition(":")
+        if not separator:
+            name, key = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
+        elif not _KEY_NAME.fullmatch(name):
+            raise SettingsError(
+                f"{ENV_PREFIX}API_KEYS: the name {name[:40]!r} must be 1-64 letters, digits, "
+                "'_', '-' or '.' (a key containing ':' needs a name: name:key)"
+            )
+        if len(key) < MIN_API_KEY_CHARS or not _KEY_CHARS.fullmatch(key):
+            raise SettingsError(
+                f"{ENV_PREFIX}API_KEYS: the key named {name!r} must be at least "
+                f"{MIN_API_KEY_CHARS} printable characters, without spaces or commas"
+            )
+        if name in keys or key in keys.values():
+            raise SettingsError(f"{ENV_PREFIX}API_KEYS: {name!r} or its key is given twice")
+        keys[name] = key
+    return keys
+
+
 def env_names() -> list[str]:
     return [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
 
@@ -197,20 +294,30 @@ def describe() -> list[tuple[str, str, str]]:
     ]
 
 
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value not in _TRUE | _FALSE:
+        raise ValueError(raw)
+    return value in _TRUE
+
+
 def _convert(name: str, raw: str, type_name: object) -> Any:
     converters: dict[object, Callable[[str], Any]] = {
         "str": str,
         "int": int,
         "float": float,
+        "bool": _bool,
         str: str,
         int: int,
         float: float,
+        bool: _bool,
     }
     convert = converters[type_name]
     try:
         value = convert(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a valid {convert.__name__}") from None
+        expected = "true or false" if convert is _bool else f"a valid {convert.__name__}"
+        raise SettingsError(f"{name}={raw!r} is not {expected}") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise SettingsError(f"{name}={raw!r} is not a finite number")
     return value

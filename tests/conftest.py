@@ -61,6 +61,8 @@ def settings(redis_server: RedisServer, request: pytest.FixtureRequest) -> Setti
             "JOBWIRE_RETRY_DELAY_S": "0.05",
             # A stopped worker hands its running jobs back at once; tests of the grace set it.
             "JOBWIRE_SHUTDOWN_GRACE_S": "0",
+            # Access control has its own tests (test_auth.py), with settings that turn it on.
+            "JOBWIRE_AUTH_DISABLED": "true",
         }
     )
 
@@ -130,7 +132,9 @@ async def start_gateway(settings: Settings) -> AsyncIterator[StartGateway]:
     gateways: list[Gateway] = []
 
     async def start(gateway_settings: Settings | None = None) -> Gateway:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+        # and without it every answer waits ~40 ms on Nagle and delayed ACKs.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

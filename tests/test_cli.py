@@ -53,9 +53,18 @@ async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
         banner = await _read_until(process.stdout, b"Press Ctrl-C", timeout=60)
         redis_port = int(re.findall(rb"redis://127\.0\.0\.1:(\d+)", banner)[0])
         assert f"curl -N http://127.0.0.1:{port}/jobs/JOB_ID/events".encode() in banner
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        # Auth is on: the key made for this run is printed once, in the page's URL too.
+        key = re.findall(rb"/#key=([A-Za-z0-9_-]+)", banner)[0].decode()
+        assert f"export JOBWIRE_API_KEY={key}".encode() in banner
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as client:
             job_id = await submit(client, "demo.countdown", seconds=0.2, steps=2)
             events = await collect_events(client, job_id)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as anyone:
+            assert (await anyone.get(f"/jobs/{job_id}")).status_code == 401
         assert events[-1].event == "completed"
         assert _port_open(redis_port)
     finally:

@@ -25,6 +25,7 @@ import yaml
 from redis.asyncio import Redis
 
 from gateway import cli
+from gateway.auth import Access
 from shared.catalog import ALIVE_WITHIN_S, count_alive, mark_alive
 from shared.keys import Keys
 from shared.settings import Settings, env_names
@@ -41,11 +42,42 @@ def _argv(command: str | list[str]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(arg) for arg in command]
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str]:
+# What an operator exports before `docker compose up` (the compose file demands both).
+DEPLOY_ENV = {
+    "JOBWIRE_API_KEYS": "app:" + "k" * 32,
+    "JOBWIRE_TOKEN_SECRET": "s" * 48,
+}
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[?-])(?P<arg>[^}]*))?\}")
+
+
+class MissingVariable(LookupError):
+    """A `${NAME:?message}` whose NAME is unset: compose refuses to start with the message."""
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """`value` as compose substitutes `${NAME}`, `${NAME:-default}` and `${NAME:?error}`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        found = env.get(name)
+        unset = found is None or (found == "" and op is not None and op.startswith(":"))
+        if unset and op is not None and op.endswith("?"):
+            raise MissingVariable(f"{name}: {arg}")
+        if unset and op is not None:
+            return arg
+        return found or ""
+
+    return _VARIABLE.sub(substitute, value.replace("$$", "\x00")).replace("\x00", "$")
+
+
+def _environment(
+    service: dict[str, Any], deploy_env: dict[str, str] | None = None
+) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):
-        return dict(item.split("=", 1) for item in env)
-    return {name: str(value) for name, value in env.items()}
+        env = dict(item.split("=", 1) for item in env)
+    outer = DEPLOY_ENV if deploy_env is None else deploy_env
+    return {name: _interpolate(str(value), outer) for name, value in env.items()}
 
 
 def _assert_entry_point(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,6 +139,29 @@ def test_jobwire_services_use_the_compose_redis(name: str) -> None:
     assert settings.arq_redis_url == "redis://redis:6379/0"
     assert service["build"] == "."
     assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_gateway_checks_keys_from_the_environment_and_refuses_to_start_without_them() -> None:
+    gateway = SERVICES["gateway"]
+    settings = Settings.from_env(_environment(gateway))
+
+    assert settings.auth_enabled
+    assert settings.api_keys == DEPLOY_ENV["JOBWIRE_API_KEYS"]
+    assert settings.token_secret == DEPLOY_ENV["JOBWIRE_TOKEN_SECRET"]
+    Access.from_settings(settings)  # the gateway starts with them
+    for name in DEPLOY_ENV:
+        without = {other: value for other, value in DEPLOY_ENV.items() if other != name}
+        with pytest.raises(MissingVariable, match=name):
+            _environment(gateway, without)
+        with pytest.raises(MissingVariable, match=name):
+            _environment(gateway, {**without, name: ""})
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    for service in SERVICES.values():
+        for name, value in service.get("environment", {}).items():
+            if name in DEPLOY_ENV:
+                assert str(value).startswith(f"${{{name}:?"), (name, value)
 
 
 def test_gateway_listens_on_all_interfaces_on_its_published_port() -> None:

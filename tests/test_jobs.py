@@ -36,6 +36,7 @@ async def test_submit_answers_202_with_urls_and_writes_queued(
             "status": "queued",
             "status_url": f"{gateway.url}/jobs/{job_id}",
             "events_url": f"{gateway.url}/jobs/{job_id}/events",
+            "watch_token": None,  # auth is disabled in these tests
         }
         assert response.headers["location"] == body["status_url"]
         first = await redis.xrange(Keys(settings.key_prefix).events(job_id), count=1)

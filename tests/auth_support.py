@@ -1,0 +1,59 @@
+"""Helpers for tests of a gateway with access control on: two API keys, the token secret,
+and a job name that is advertised but never run (its jobs stay queued, their streams open)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from shared.catalog import JobSpec, advertise
+from shared.keys import Keys
+from shared.settings import Settings
+
+__all__ = [
+    "ALICE_KEY",
+    "BOB_KEY",
+    "TOKEN_SECRET",
+    "WAITING_JOB",
+    "advertise_waiting_job",
+    "bearer",
+    "submit_as",
+    "with_auth",
+]
+
+ALICE_KEY = "alice-key-0123456789abcdef"
+BOB_KEY = "bob-key-fedcba9876543210"
+TOKEN_SECRET = "test-token-secret-" + "7" * 32
+WAITING_JOB = "test.wait"
+
+
+def with_auth(settings: Settings, **changes: Any) -> Settings:
+    """`settings` with access control on: keys `alice` and `bob`."""
+    auth = {
+        "auth_disabled": False,
+        "api_keys": f"alice:{ALICE_KEY},bob:{BOB_KEY}",
+        "token_secret": TOKEN_SECRET,
+    }
+    return settings.replace(**(auth | changes))
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+async def advertise_waiting_job(redis: Redis, settings: Settings) -> None:
+    """Makes `WAITING_JOB` submittable with no worker to run it."""
+    spec = JobSpec(name=WAITING_JOB, params=[], required=[], accepts_any=True, doc="never runs")
+    await advertise(redis, Keys(settings.key_prefix), [spec])
+
+
+async def submit_as(
+    client: httpx.AsyncClient, key: str, name: str = WAITING_JOB, **args: object
+) -> dict[str, Any]:
+    """The submit answer of a job submitted with API key `key`."""
+    response = await client.post("/jobs", json={"name": name, "args": args}, headers=bearer(key))
+    assert response.status_code == 202, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
