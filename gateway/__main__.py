@@ -1,4 +1,5 @@
-from gateway.server import serve
-from shared.settings import Settings
+import sys
 
-serve(Settings.from_env())
+from gateway.cli import main
+
+sys.exit(main(["gateway"]))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from starlette.types import Receive, Send
+from uvicorn.protocols.http.flow_control import FlowControl
 
 __all__ = ["AsgiConnection", "Connection", "TransportConnection"]
 
@@ -41,7 +42,8 @@ class Connection(Protocol):
         """Call `callback` once when the connection is gone (at once if it already is)."""
 
     async def drain(self) -> None:
-        """Returns when everything written so far was handed to the server."""
+        """Returns when the client has taken most of what was written (a bounded wait is the
+        caller's)."""
 
     async def wait_closed(self) -> None:
         """Returns when the connection is gone."""
@@ -50,10 +52,11 @@ class Connection(Protocol):
 class TransportConnection:
     """Writes straight to the socket's transport (see `gateway.protocol`)."""
 
-    __slots__ = ("_callbacks", "_gone", "_transport")
+    __slots__ = ("_callbacks", "_flow", "_gone", "_transport")
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(self, transport: asyncio.WriteTransport, flow: FlowControl) -> None:
         self._transport = transport
+        self._flow = flow
         self._gone = False
         self._callbacks: list[Callable[[], object]] = []
 
@@ -77,7 +80,9 @@ class TransportConnection:
         self._transport.abort()
 
     async def drain(self) -> None:
-        """Nothing to wait for: direct writes are already in the transport, in order."""
+        """Returns when the transport's buffer is below its low-water mark again."""
+        if not self._gone:
+            await self._flow.drain()
 
     def on_lost(self, callback: Callable[[], object]) -> None:
         if self._gone:

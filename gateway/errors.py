@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,6 +18,8 @@ from starlette.responses import JSONResponse, Response
 __all__ = ["APIError", "error_response", "exception_handlers"]
 
 logger = logging.getLogger("jobwire.gateway")
+
+RETRY_AFTER_S = 1
 
 _CODES = {
     400: "bad_request",
@@ -67,6 +70,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, exc.detail, exc.headers)
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("Redis unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "unavailable",
+        f"the job store is unavailable ({type(exc).__name__}); try again shortly",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal", "internal error")
@@ -75,5 +88,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 exception_handlers = {
     APIError: _api_error,
     HTTPException: _http_exception,
+    # Redis down or restarting: a temporary state with a clear answer, not a server error.
+    RedisError: _unavailable,
+    ConnectionError: _unavailable,
+    TimeoutError: _unavailable,
     Exception: _unexpected,
 }

@@ -50,6 +50,8 @@ __all__ = ["Entry", "Hub", "Outcome", "Subscriber"]
 logger = logging.getLogger("jobwire.hub")
 
 BACKFILL_BATCH = 500
+# The first read of a backfill, before the size of this job's events is known.
+FIRST_BACKFILL_BATCH = 32
 PING = sse.comment("ping")
 _RECONNECT_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _SUBSCRIBE_TIMEOUT_S = 30.0
@@ -293,15 +295,40 @@ class Hub:
         return True
 
     async def _backfill(self, subscriber: Subscriber, feed: Feed) -> None:
+        """Read the stream from the subscriber's position, pacing the writes to how fast the
+        client takes them: a client far behind on large events is served, not cut off."""
         key = self._keys.events(feed.job_id)
+        pace_bytes = self._settings.max_buffer_bytes // 4
+        count = FIRST_BACKFILL_BATCH
         while feed.job_id in subscriber.open_jobs and not subscriber.done.done():
             position = subscriber.cursor[feed.job_id]
             start = "-" if position is None else f"({position}"
-            entries = await self._redis.xrange(key, start, "+", count=BACKFILL_BATCH)
+            entries = await self._redis.xrange(key, start, "+", count=count)
+            unflushed = read = 0
             for raw_id, fields in entries:
-                self._deliver_if_new(subscriber, feed.job_id, Entry.of(raw_id, fields[b"e"]))
-            if len(entries) < BACKFILL_BATCH:
+                payload = fields[b"e"]
+                self._deliver_if_new(subscriber, feed.job_id, Entry.of(raw_id, payload))
+                unflushed += len(payload)
+                read += len(payload)
+                if unflushed > pace_bytes:
+                    unflushed = 0
+                    await self._write_now(subscriber)
+            if len(entries) < count:
                 return
+            # Large events: read fewer at a time, so one read holds about one buffer's worth.
+            average = read // len(entries) + 1
+            count = max(1, min(BACKFILL_BATCH, self._settings.max_buffer_bytes // average))
+
+    async def _write_now(self, subscriber: Subscriber) -> None:
+        """Write the subscriber's outbox and wait until the client has taken most of it."""
+        self._dirty.discard(subscriber)
+        self._write(subscriber)
+        if subscriber.done.done():
+            return
+        try:
+            await asyncio.wait_for(subscriber.connection.drain(), self._settings.send_timeout_s)
+        except TimeoutError:
+            self._end(subscriber, Outcome.CUT)
 
     def _go_live(self, subscriber: Subscriber, feed: Feed) -> None:
         position = subscriber.cursor[feed.job_id]
@@ -372,22 +399,24 @@ class Hub:
         """Write each waiting outbox in one write (frames queued together go out together)."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
-        limit = self._settings.max_buffer_bytes
         for subscriber in dirty:
-            outbox = subscriber.outbox
-            if subscriber.done.done():
-                outbox.clear()
-                continue
-            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            self._write(subscriber)
+
+    def _write(self, subscriber: Subscriber) -> None:
+        outbox = subscriber.outbox
+        if subscriber.done.done():
             outbox.clear()
-            connection = subscriber.connection
-            if data:
-                connection.write(data)
-            subscriber.wrote = True
-            if connection.buffered() > limit:
-                self._end(subscriber, Outcome.CUT)
-            elif subscriber.finishing:
-                self._end(subscriber, Outcome.FINISHED)
+            return
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        connection = subscriber.connection
+        if data:
+            connection.write(data)
+        subscriber.wrote = True
+        if connection.buffered() > self._settings.max_buffer_bytes:
+            self._end(subscriber, Outcome.CUT)
+        elif subscriber.finishing:
+            self._end(subscriber, Outcome.FINISHED)
 
     def _end(self, subscriber: Subscriber, outcome: Outcome) -> None:
         if subscriber.done.done():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import APIError
 from shared.catalog import JobSpec
@@ -93,11 +93,17 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client is gone: nobody reads this answer; it only keeps the log clean.
+        raise APIError(
+            400, "incomplete_body", "the connection closed before the body ended"
+        ) from None
     return b"".join(chunks)
 
 

@@ -74,8 +74,8 @@ def test_arq_functions_are_named_after_the_jobs(settings: Settings) -> None:
 
     assert [function.name for function in functions] == ["images.resize", "anything"]
     assert [function.timeout_s for function in functions] == [
-        30 + ARQ_TIMEOUT_MARGIN_S,
-        settings.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
+        30 + 2 * settings.publish_retry_s + ARQ_TIMEOUT_MARGIN_S,
+        settings.job_timeout_s + 2 * settings.publish_retry_s + ARQ_TIMEOUT_MARGIN_S,
     ]
     assert {function.max_tries for function in functions} == {ARQ_MAX_TRIES}
 

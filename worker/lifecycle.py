@@ -13,10 +13,20 @@ and turns the outcome into exactly one closing event.
 | handed to a worker that is stopping        | none, not started   | RetryJob: rerun         |
 | the stream had already ended               | none                | None: finished          |
 
-arq's own limits stay out of the way: its timeout is ours plus a margin, so ours fires first and
-the `failed` event is written; its `max_tries` is high, so arq never drops a job without
-calling this wrapper (ours, per job, governs retryable errors). Events carry an exception's
-type and message, never a traceback; arq logs the traceback in the worker's log.
+arq's own limits stay out of the way: its timeout is ours plus the publish retry budget of
+`started` and of the closing event plus a margin (`arq_timeout_s`), so ours fires first and the
+`failed` event is written; its `max_tries` is high, so arq never drops a job without calling
+this wrapper (ours, per job, governs retryable errors). Events carry an exception's type and
+message, never a traceback; arq logs the traceback in the worker's log.
+
+A worker killed outright (SIGKILL, OOM, lost host) writes nothing: arq runs the job again, as
+the next attempt, once the job's in-progress key expires — `arq_timeout_s` of the worker's
+longest job plus arq's own 10 s after the attempt began, so `JOBWIRE_JOB_TIMEOUT_S` (or a job's
+`timeout_s`) is what controls how soon.
+
+A closing event Redis does not take within `JOBWIRE_PUBLISH_RETRY_S` is logged as an error by
+the writer, and arq is told the job's own outcome all the same: a completed job is not rerun
+for it (unless arq cannot record that outcome either, as when one Redis holds both).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from typing import Any
 import orjson
 from arq import Retry
 from arq.worker import Function, RetryJob, func
+from redis.exceptions import RedisError
 
 from shared.events import EventType
 from shared.settings import Settings
@@ -37,15 +48,17 @@ from shared.state import CANCEL_REQUESTED
 from worker.job import JobDefinition
 from worker.progress import Progress
 from worker.runtime import WorkerRuntime
-from worker.writer import EventWriter, JobEnded
+from worker.writer import EventNotStored, EventWriter, JobEnded
 
 __all__ = [
     "ARQ_MAX_TRIES",
     "ARQ_TIMEOUT_MARGIN_S",
+    "CLOSING_WRITE_TIMEOUT_S",
     "JobTimeout",
     "ResultNotSerializable",
     "RetriesExhausted",
     "arq_function",
+    "arq_timeout_s",
     "result_for_event",
 ]
 
@@ -54,9 +67,12 @@ logger = logging.getLogger(__name__)
 # arq drops a job past its own max_tries without calling this wrapper, so no event would say
 # why; this high bound only ends a job rerun forever by workers that keep stopping.
 ARQ_MAX_TRIES = 100
-# arq's timeout for a job is ours plus this, so ours fires first and `failed` gets written.
-ARQ_TIMEOUT_MARGIN_S = 10.0
-# Writing the closing event of a cancelled job must end, or the worker could never stop.
+# On top of our timeout and the retry budgets, arq's timeout leaves this much, so ours fires
+# first and `failed` gets written: it covers a background write holding the writer's lock and
+# a last try overrunning its deadline (each bounded by writer.ATTEMPT_FLOOR_S).
+ARQ_TIMEOUT_MARGIN_S = 5.0
+# Writing the closing event of a job cancelled because its worker stops must end, or the worker
+# could never stop; a job cancelled by request gets the publish retry budget on top.
 CLOSING_WRITE_TIMEOUT_S = 5.0
 MAX_MESSAGE_CHARS = 2_000
 
@@ -87,9 +103,15 @@ def arq_function(definition: JobDefinition, settings: Settings) -> Function:
     return func(
         run_attempt,
         name=definition.name,
-        timeout=definition.timeout(settings) + ARQ_TIMEOUT_MARGIN_S,
+        timeout=arq_timeout_s(definition.timeout(settings), settings),
         max_tries=ARQ_MAX_TRIES,
     )
+
+
+def arq_timeout_s(job_timeout_s: float, settings: Settings) -> float:
+    """arq's timeout for a job whose own is `job_timeout_s`: room for `started` and the closing
+    event to be retried for their whole budget after ours fires."""
+    return job_timeout_s + 2 * settings.publish_retry_s + ARQ_TIMEOUT_MARGIN_S
 
 
 def result_for_event(value: Any, max_bytes: int) -> Any:
@@ -125,6 +147,7 @@ class Attempt:
             number,
             progress_interval_s=runtime.settings.progress_interval_s,
             heartbeat_s=runtime.settings.heartbeat_s,
+            publish_retry_s=runtime.settings.publish_retry_s,
         )
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -143,17 +166,17 @@ class Attempt:
         try:
             value = await self._call(args, kwargs)
         except asyncio.CancelledError:
-            await _despite_cancellation(self._close_cancelled())
+            await _despite_cancellation(self._close_cancelled(), self._closing_timeout_s())
             raise
         except JobEnded:
             raise
         except JobTimeout as exc:
-            await self._writer.finish(EventType.FAILED, _failure(exc))
+            await self._close(EventType.FAILED, _failure(exc))
             raise
         except Exception as exc:
             if self._is_retryable(exc):
                 raise await self._retry_or_give_up(exc) from exc
-            await self._writer.finish(EventType.FAILED, _failure(exc))
+            await self._close(EventType.FAILED, _failure(exc))
             raise
         return await self._complete(value)
 
@@ -178,10 +201,10 @@ class Attempt:
         if self._number >= tries:
             plural = "" if self._number == 1 else "s"
             failure["message"] += f" (gave up after {self._number} attempt{plural})"
-            await self._writer.finish(EventType.FAILED, failure)
+            await self._close(EventType.FAILED, failure)
             return RetriesExhausted(f"{self._definition.name}: {tries} attempts failed")
         delay_s = _requested_delay_s(exc, self._settings.retry_delay_s)
-        await self._writer.finish(
+        await self._close(
             EventType.RETRYING,
             {"attempt": self._number + 1, "delay_s": delay_s, "reason": _reason(failure)},
         )
@@ -191,10 +214,21 @@ class Attempt:
         try:
             result = result_for_event(value, self._settings.max_result_bytes)
         except ResultNotSerializable as exc:
-            await self._writer.finish(EventType.FAILED, _failure(exc))
+            await self._close(EventType.FAILED, _failure(exc))
             raise
-        await self._writer.finish(EventType.COMPLETED, {"result": result})
+        await self._close(EventType.COMPLETED, {"result": result})
         return result
+
+    async def _close(self, event_type: EventType, data: dict[str, Any]) -> None:
+        """Writes the attempt's closing event; one Redis would not take is logged, not raised,
+        so the outcome arq records stays the job's own."""
+        with contextlib.suppress(EventNotStored):
+            await self._writer.finish(event_type, data)
+
+    def _closing_timeout_s(self) -> float:
+        if self._runtime.stopping.is_set():
+            return CLOSING_WRITE_TIMEOUT_S
+        return CLOSING_WRITE_TIMEOUT_S + self._settings.publish_retry_s
 
     async def _close_cancelled(self) -> None:
         """A cancel request ends the job; anything else cancelling it is its worker stopping."""
@@ -209,21 +243,27 @@ class Attempt:
             event_type = EventType.RETRYING
             data = {"attempt": self._number + 1, "delay_s": 0, "reason": "worker shutting down"}
         with contextlib.suppress(JobEnded):
-            await self._writer.finish(event_type, data)
+            await self._close(event_type, data)
 
     async def _cancel_requested(self) -> bool:
+        """Whether the state hash holds a cancel request; when Redis cannot say, a job of a
+        worker that is not stopping can only have been cancelled by request."""
         state_key = self._runtime.keys.state(self._job_id)
-        requested = await self._runtime.redis.hexists(state_key, CANCEL_REQUESTED)  # type: ignore[misc]
+        try:
+            requested = await self._runtime.redis.hexists(state_key, CANCEL_REQUESTED)  # type: ignore[misc]
+        except (RedisError, OSError):
+            return not self._runtime.stopping.is_set()
         return bool(requested)
 
 
-async def _despite_cancellation(closing: Coroutine[Any, Any, None]) -> None:
-    """Runs `closing` to its end, within a bound, although the calling task is being cancelled.
+async def _despite_cancellation(closing: Coroutine[Any, Any, None], timeout_s: float) -> None:
+    """Runs `closing` to its end, within `timeout_s`, although the calling task is being
+    cancelled.
 
     A fresh task does not inherit the pending cancellation; if the caller is cancelled again,
     the task still finishes and its failure, if any, is logged.
     """
-    task = asyncio.create_task(asyncio.wait_for(closing, CLOSING_WRITE_TIMEOUT_S))
+    task = asyncio.create_task(asyncio.wait_for(closing, timeout_s))
     task.add_done_callback(_log_closing_failure)
     with contextlib.suppress(Exception):
         await asyncio.shield(task)

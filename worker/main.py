@@ -7,14 +7,16 @@
   no environment). arq's CLI builds its own `Worker` class, so it stops the arq way rather
   than with `JobWorker`'s steps; jobs still hand themselves back the same way.
 
-Stopping cancels the jobs still running: each writes `retrying` ("worker shutting down") and
-goes back to the queue at once, for another worker to rerun as the next attempt (see
-`worker.jobworker`).
+Stopping gives the jobs still running `JOBWIRE_SHUTDOWN_GRACE_S` to finish, then cancels them:
+each writes `retrying` ("worker shutting down") and goes back to the queue at once, for another
+worker to rerun as the next attempt (see `worker.jobworker`). A second SIGINT/SIGTERM during the
+grace period cancels them at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import signal
 from collections.abc import Sequence
@@ -22,12 +24,16 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Function
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.catalog import JobSpec
 from shared.settings import Settings
 from worker import demo
 from worker.jobworker import JobWorker
-from worker.lifecycle import ARQ_MAX_TRIES, ARQ_TIMEOUT_MARGIN_S
+from worker.lifecycle import ARQ_MAX_TRIES, arq_timeout_s
 from worker.presence import Presence
 from worker.registry import JobRegistry
 from worker.runtime import WorkerRuntime
@@ -48,7 +54,10 @@ def create_worker(
     With `handle_signals`, the worker stops itself on SIGINT/SIGTERM; leave it off inside a
     program that owns its signals, and stop the worker with `await worker.close()`.
     """
-    return JobWorker(**worker_options(settings, registries, handle_signals=handle_signals))
+    return JobWorker(
+        **worker_options(settings, registries, handle_signals=handle_signals),
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
 
 
 def worker_options(
@@ -63,12 +72,12 @@ def worker_options(
     lifespan = _Lifespan(settings, specs)
     return {
         "functions": functions,
-        "redis_settings": RedisSettings.from_dsn(settings.arq_redis_url),
+        "redis_settings": _queue_redis_settings(settings.arq_redis_url),
         "queue_name": settings.queue_name,
         "allow_abort_jobs": True,
         "poll_delay": settings.worker_poll_s,
         "max_jobs": settings.worker_concurrency,
-        "job_timeout": settings.job_timeout_s + ARQ_TIMEOUT_MARGIN_S,
+        "job_timeout": arq_timeout_s(settings.job_timeout_s, settings),
         "max_tries": ARQ_MAX_TRIES,
         "handle_signals": handle_signals,
         "on_startup": lifespan.startup,
@@ -85,9 +94,15 @@ async def serve(settings: Settings, registries: Sequence[JobRegistry] | None = N
     """Runs one worker in this event loop until SIGINT or SIGTERM, then closes it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in _STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
     worker = create_worker(settings, registries)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            worker.cancel_running_jobs()
+        stop.set()
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal)
     running = asyncio.create_task(worker.async_run())
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -114,6 +129,16 @@ def _worker_settings_from_env() -> type:
     options = worker_options(Settings.from_env(), handle_signals=True)
     doc = "arq's CLI runs `arq worker.main.WorkerSettings`; built from JOBWIRE_* variables."
     return type("WorkerSettings", (), {"__module__": __name__, "__doc__": doc, **options})
+
+
+def _queue_redis_settings(url: str) -> RedisSettings:
+    """arq's connection, riding out a Redis restart the way `shared.clients` does: without
+    retries a poll during the restart would raise and end the worker."""
+    return dataclasses.replace(
+        RedisSettings.from_dsn(url),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+    )
 
 
 def _collect(

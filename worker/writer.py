@@ -6,6 +6,18 @@ last written one is held as *pending* (a later value replaces it) and is written
 its interval is due, or before any other event, whichever comes first. So the last value of a
 burst always lands, and always before whatever the job writes next. A heartbeat fills any
 silence longer than `heartbeat_s`.
+
+While Redis is unreachable, a write the job or its lifecycle waits on is retried with backoff
+for up to `publish_retry_s` (one deadline for the write and the pending value before it): the
+job is paused in its `await`, so events are neither dropped nor reordered, and a Redis restart
+costs a delay, not an event. Past the deadline the write raises `EventNotStored`, logged as an
+error with the job id and event type (never the payload). Background writes (the heartbeat and
+the progress flush timer) try once: a lost heartbeat is replaced by the next one, and a pending
+value that could not be written stays pending for the next write.
+
+A retried write whose first try reached Redis but whose reply was lost is stored twice: events
+are written at least once. A terminal event cannot be (the publish script refuses anything after
+it), and subscribers resume by stream id, so a duplicate never reaches a client twice.
 """
 
 from __future__ import annotations
@@ -16,13 +28,24 @@ import math
 import time
 from typing import Any
 
-from shared.events import EventType, make_event
-from shared.publish import Publisher
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.events import Event, EventType, make_event
+from shared.publish import Publisher, PublishResult
 from shared.streamid import StreamId
 
-__all__ = ["EventWriter", "JobEnded"]
+__all__ = ["ATTEMPT_FLOOR_S", "EventNotStored", "EventWriter", "JobEnded"]
 
 logger = logging.getLogger(__name__)
+
+# Every try is bounded by what is left of its write's deadline, but never by less than this:
+# a healthy Redis answers in milliseconds, and background writes (with no deadline) get this long.
+ATTEMPT_FLOOR_S = 1.0
+_FIRST_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 1.0
+# What an unreachable (or restarting, or still loading) Redis raises; anything else is a bug.
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 
 
 class JobEnded(Exception):
@@ -31,6 +54,18 @@ class JobEnded(Exception):
     def __init__(self, job_id: str, status: str | None) -> None:
         super().__init__(f"job {job_id} already {status or 'ended'}")
         self.status = status
+
+
+class EventNotStored(ConnectionError):
+    """Redis stayed unreachable for the whole retry budget of a write."""
+
+    def __init__(self, job_id: str, event_type: EventType, waited_s: float) -> None:
+        super().__init__(
+            f"job {job_id}: its {event_type.value} event was not stored, "
+            f"Redis unreachable for {waited_s:.1f} s"
+        )
+        self.job_id = job_id
+        self.event_type = event_type
 
 
 class EventWriter:
@@ -42,12 +77,14 @@ class EventWriter:
         *,
         progress_interval_s: float,
         heartbeat_s: float,
+        publish_retry_s: float = 0.0,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self._publisher = publisher
         self._progress_interval_s = progress_interval_s
         self._heartbeat_s = heartbeat_s
+        self._publish_retry_s = publish_retry_s
         self._lock = asyncio.Lock()
         self._ended: JobEnded | None = None
         self._pending: dict[str, Any] | None = None
@@ -71,10 +108,12 @@ class EventWriter:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def write(self, event_type: EventType, data: dict[str, Any]) -> StreamId:
-        """Writes the pending progress value, if any, then this event."""
+        """Writes the pending progress value, if any, then this event; retried while Redis is
+        unreachable, up to `publish_retry_s` for both."""
         async with self._lock:
-            await self._write_pending()
-            return await self._publish(event_type, data)
+            deadline = self._retry_deadline()
+            await self._write_pending(deadline)
+            return await self._publish(event_type, data, deadline)
 
     async def finish(self, event_type: EventType, data: dict[str, Any]) -> StreamId:
         """The attempt's last event: background writes stop, pending progress goes first."""
@@ -87,14 +126,15 @@ class EventWriter:
         `immediate` writes the pending value and then `data` at once (a new stage begins).
         """
         async with self._lock:
+            deadline = self._retry_deadline()
             if immediate:
-                await self._write_pending()
+                await self._write_pending(deadline)
             elif self._pending is not None or not self._progress_due():
                 self._check_not_ended()
                 self._pending = data
                 self._schedule_flush()
                 return
-            await self._publish_progress(data)
+            await self._publish_progress(data, deadline)
 
     def _progress_due(self) -> bool:
         return time.monotonic() - self._last_progress_write >= self._progress_interval_s
@@ -115,10 +155,11 @@ class EventWriter:
                     continue
                 self._flush_timer = None
                 try:
-                    await self._write_pending()
+                    await self._write_pending(deadline=None)
                 except JobEnded:
                     pass  # remembered: the job's next write raises it
                 except Exception:
+                    # Still pending: the job's next write (or its end) writes it.
                     logger.warning("writing progress of job %s failed", self.job_id, exc_info=True)
                 return
 
@@ -129,8 +170,10 @@ class EventWriter:
                 if time.monotonic() - self._last_write < self._heartbeat_s:
                     continue
                 try:
-                    await self._write_pending()
-                    await self._publish(EventType.HEARTBEAT, {"interval_s": self._heartbeat_s})
+                    await self._write_pending(deadline=None)
+                    await self._publish(
+                        EventType.HEARTBEAT, {"interval_s": self._heartbeat_s}, deadline=None
+                    )
                 except JobEnded:
                     return
                 except Exception:
@@ -138,25 +181,72 @@ class EventWriter:
                     # Wait a full interval before trying again rather than spinning.
                     self._last_write = time.monotonic()
 
-    async def _write_pending(self) -> None:
-        if self._pending is not None:
-            data, self._pending = self._pending, None
-            await self._publish_progress(data)
+    def _retry_deadline(self) -> float:
+        return time.monotonic() + self._publish_retry_s
 
-    async def _publish_progress(self, data: dict[str, Any]) -> None:
-        await self._publish(EventType.PROGRESS, data)
+    async def _write_pending(self, deadline: float | None) -> None:
+        """Writes the pending value; it stays pending if the write fails."""
+        if self._pending is not None:
+            await self._publish_progress(self._pending, deadline)
+            self._pending = None
+
+    async def _publish_progress(self, data: dict[str, Any], deadline: float | None) -> None:
+        await self._publish(EventType.PROGRESS, data, deadline)
         self._last_progress_write = time.monotonic()
 
-    async def _publish(self, event_type: EventType, data: dict[str, Any]) -> StreamId:
+    async def _publish(
+        self, event_type: EventType, data: dict[str, Any], deadline: float | None
+    ) -> StreamId:
+        """Stores the event; `deadline` (monotonic) bounds the retries, None means one try."""
         self._check_not_ended()
-        result = await self._publisher.publish(
-            make_event(event_type, self.job_id, self.attempt, data)
-        )
+        event = make_event(event_type, self.job_id, self.attempt, data)
+        result = await self._publish_until(event, event_type, deadline)
         if result.id is None:
             self._ended = JobEnded(self.job_id, result.status)
             raise self._ended
         self._last_write = time.monotonic()
         return result.id
+
+    async def _publish_until(
+        self, event: Event, event_type: EventType, deadline: float | None
+    ) -> PublishResult:
+        started = time.monotonic()
+        last_try_by = started if deadline is None else deadline
+        backoff = _FIRST_BACKOFF_S
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(max(last_try_by - time.monotonic(), ATTEMPT_FLOOR_S)):
+                    return await self._publisher.publish(event)
+            except _UNREACHABLE as exc:
+                failures += 1
+                remaining = last_try_by - time.monotonic()
+                if deadline is None:
+                    raise
+                if remaining <= 0:
+                    raise self._not_stored(event_type, time.monotonic() - started, exc) from exc
+                if failures == 1:
+                    logger.warning(
+                        "job %s: Redis unreachable (%s); retrying its %s event for up to %.1f s",
+                        self.job_id,
+                        type(exc).__name__,
+                        event_type.value,
+                        remaining,
+                    )
+            await asyncio.sleep(min(backoff, remaining))
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _not_stored(
+        self, event_type: EventType, waited_s: float, cause: BaseException
+    ) -> EventNotStored:
+        logger.error(
+            "job %s: gave up writing its %s event after %.1f s: Redis unreachable (%s)",
+            self.job_id,
+            event_type.value,
+            waited_s,
+            type(cause).__name__,
+        )
+        return EventNotStored(self.job_id, event_type, waited_s)
 
     def _check_not_ended(self) -> None:
         if self._ended is not None:

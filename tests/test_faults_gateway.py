@@ -1,0 +1,121 @@
+"""Gateways lost under load: killed outright, or stopped with SIGTERM while streams are open.
+Clients move to another gateway process on the same Redis with their Last-Event-ID and get
+exactly the job's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.keys import Keys
+from shared.publish import Publisher
+from shared.settings import Settings
+from tests.feeds import new_feed_jobs, play_job
+from tests.processes import ProcessGroup
+from tests.support import wait_until
+from tests.watchers import Watch, verify, watch_client, watch_job
+
+pytestmark = pytest.mark.timeout(60)
+
+# A stream open on a gateway that begins shutting down must end within this, so its client
+# reconnects elsewhere at once instead of waiting out the whole drain.
+STREAM_END_ON_SIGTERM_S = 3.0
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[ProcessGroup]:
+    async with ProcessGroup.open() as group:
+        yield group
+
+
+async def test_clients_of_a_killed_gateway_resume_exactly_on_another(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    doomed, survivor = await asyncio.gather(
+        processes.gateway(settings), processes.gateway(settings)
+    )
+    publisher = Publisher(redis, settings)
+    async with doomed.client() as api:
+        job_ids = await new_feed_jobs(api, redis, Keys(settings.key_prefix), 10)
+    clients = [watch_client(doomed.url), watch_client(survivor.url)]
+    watches = [Watch(job_ids[index % len(job_ids)]) for index in range(100)]
+    try:
+        # Each watcher starts on the doomed gateway and, after a failure, tries the next one.
+        tasks = [
+            asyncio.create_task(watch_job(clients, watch.job_id, into=watch, timeout=40))
+            for watch in watches
+        ]
+        feeds = asyncio.gather(
+            *(play_job(publisher, job_id, events=120, interval_s=0.02) for job_id in job_ids)
+        )
+        await wait_until(
+            lambda: all(len(watch.events) >= 20 for watch in watches),
+            timeout=20,
+            message="every watcher streaming from the doomed gateway",
+        )
+        await doomed.kill()
+        await feeds
+        results = await asyncio.gather(*tasks)
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    keys = Keys(settings.key_prefix)
+    verdicts = [await verify(watch, redis, keys) for watch in results]
+    assert [v for v in verdicts if not v.exact] == []
+    assert sum(v.checked for v in verdicts) == 100 * (120 + 3)
+    # Everyone really moved: the first connection broke and a later one finished the job.
+    assert all(watch.broken >= 1 for watch in results)
+    assert all(set(watch.statuses) <= {200, 204} for watch in results)
+    assert survivor.running
+
+
+async def test_sigterm_ends_open_streams_at_once_and_the_gateway_exits(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    stopping, other = await asyncio.gather(processes.gateway(settings), processes.gateway(settings))
+    publisher = Publisher(redis, settings)
+    async with stopping.client() as api:
+        [job_id] = await new_feed_jobs(api, redis, Keys(settings.key_prefix), 1)
+    await play_job(publisher, job_id, events=5, finish=False)
+    clients = [watch_client(stopping.url), watch_client(other.url)]
+    watches = [Watch(job_id) for _ in range(20)]
+    try:
+        tasks = [
+            asyncio.create_task(watch_job(clients, job_id, into=watch, timeout=30))
+            for watch in watches
+        ]
+        await wait_until(
+            lambda: all(len(watch.events) == 7 for watch in watches),
+            message="every watcher caught up on the stopping gateway",
+        )
+        stopping.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await wait_until(
+            lambda: all(watch.connections >= 2 for watch in watches),
+            timeout=10,
+            message="every watcher reconnected",
+        )
+        first_ends = [watch.ended_at[0] - signalled for watch in watches]
+        exit_status = await stopping.wait(timeout=15)
+        exited_after = time.monotonic() - signalled
+        await play_job(publisher, job_id, events=5)
+        results = await asyncio.gather(*tasks)
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    assert max(first_ends) <= STREAM_END_ON_SIGTERM_S, first_ends
+    # uvicorn re-raises the signal once its graceful shutdown is over.
+    assert exit_status in (0, -signal.SIGTERM), processes.logs()
+    assert "Finished server process" in stopping.log()
+    assert exited_after <= STREAM_END_ON_SIGTERM_S + 2, exited_after
+    keys = Keys(settings.key_prefix)
+    verdicts = [await verify(watch, redis, keys) for watch in results]
+    assert [v for v in verdicts if not v.exact] == []
+    assert all(v.checked == 7 + 7 for v in verdicts)

@@ -1,0 +1,252 @@
+"""A client that watches a job to its end the way a browser's EventSource does — reconnecting
+after any failure with the id of the last event it got as `Last-Event-ID` — and the check that
+what it got is exactly the job's stream: every stored event once, in order, none invented.
+
+The client sends an API key (`Authorization: Bearer`), so it keeps working once the gateway
+checks keys; `tests.processes` starts gateways that accept it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+
+from shared.events import EventType
+from shared.keys import Keys
+from shared.streamid import StreamId
+from tests.support import ServerSentEvent
+
+__all__ = [
+    "GATEWAY_EVENT_TYPES",
+    "TEST_API_KEY",
+    "Verdict",
+    "Watch",
+    "check_envelope",
+    "shared_ssl_context",
+    "verify",
+    "watch_client",
+    "watch_job",
+]
+
+TEST_API_KEY = "jobwire-fault-tests-key"
+# Events the gateway makes up for one connection; they carry no `id:`.
+GATEWAY_EVENT_TYPES = frozenset({"reset", "stalled"})
+_STORED_TYPES = frozenset(EventType)
+_TERMINAL = frozenset(t.value for t in EventType if t.is_terminal)
+_FIRST_BACKOFF_S = 0.02
+_MAX_BACKOFF_S = 0.5
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One context for every test client: httpx builds one per client otherwise (about 45 ms
+    each), which a test with a hundred clients pays in seconds. Tests speak plain HTTP."""
+    return ssl.create_default_context()
+
+
+def watch_client(base_url: str, *, read_timeout: float = 10.0) -> httpx.AsyncClient:
+    """A client whose every request opens a fresh connection (a reconnect is a new TCP
+    connection, as after a network loss)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        verify=shared_ssl_context(),
+        timeout=httpx.Timeout(10.0, read=read_timeout),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+    )
+
+
+@dataclass
+class Watch:
+    """What one watcher saw of one job, over all its connections."""
+
+    job_id: str
+    events: list[ServerSentEvent] = field(default_factory=list)  # stored: they have an id
+    made_up: list[ServerSentEvent] = field(default_factory=list)  # gateway-only, no id
+    arrivals: list[float] = field(default_factory=list)  # monotonic time of each stored event
+    connections: int = 0
+    broken: int = 0  # connections that failed before the terminal event
+    ended_at: list[float] = field(default_factory=list)  # monotonic end of each connection
+    statuses: Counter[int] = field(default_factory=Counter)
+    finished: bool = False
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self.events[-1].id if self.events else None
+
+    @property
+    def ids(self) -> list[str]:
+        return [event.id for event in self.events if event.id is not None]
+
+
+class UnexpectedAnswer(AssertionError):
+    """The gateway answered a watch with something no retry can fix."""
+
+
+async def watch_job(
+    clients: Sequence[httpx.AsyncClient],
+    job_id: str,
+    *,
+    timeout: float = 30.0,
+    last_event_id: str | None = None,
+    rotate: bool = True,
+    into: Watch | None = None,
+) -> Watch:
+    """Watches `job_id` until its terminal event (or a 204 on resuming after it).
+
+    Each connection goes to the next of `clients` when `rotate` (so a dead gateway is left for
+    another), else always to the first. Transport failures, clean ends before the terminal
+    event and 5xx answers are retried with a short backoff, resuming from the last id. Pass
+    `into` to follow the watch while it runs.
+    """
+    watch = into if into is not None else Watch(job_id)
+    resume_from = last_event_id
+    backoff = _FIRST_BACKOFF_S
+    turn = 0
+    async with asyncio.timeout(timeout):
+        while True:
+            client = clients[turn % len(clients)] if rotate else clients[0]
+            turn += 1
+            try:
+                got_any = await _connect_once(client, watch, resume_from)
+            finally:
+                watch.ended_at.append(time.monotonic())
+            if watch.finished:
+                return watch
+            resume_from = watch.last_event_id or resume_from
+            if got_any:
+                backoff = _FIRST_BACKOFF_S
+            await asyncio.sleep(backoff)  # EventSource waits `retry:` before reconnecting
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+
+async def _connect_once(client: httpx.AsyncClient, watch: Watch, last_event_id: str | None) -> bool:
+    """One connection; True if it delivered at least one stored event."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    watch.connections += 1
+    before = len(watch.events)
+    try:
+        async with client.stream("GET", f"/jobs/{watch.job_id}/events", headers=headers) as reply:
+            watch.statuses[reply.status_code] += 1
+            if reply.status_code == 204:
+                watch.finished = True
+                return False
+            if reply.status_code >= 500 or reply.status_code == 429:
+                watch.broken += 1
+                return False
+            if reply.status_code != 200:
+                body = (await reply.aread())[:500]
+                raise UnexpectedAnswer(f"{reply.status_code} watching {watch.job_id}: {body!r}")
+            parser = FrameParser()
+            async for chunk in reply.aiter_raw():
+                for event in parser.feed(chunk):
+                    _record(watch, event)
+                    if watch.finished:
+                        return True
+    except httpx.TransportError:
+        pass
+    watch.broken += 1
+    return len(watch.events) > before
+
+
+class FrameParser:
+    """An incremental event-stream parser for high volumes: it splits on blank lines with
+    `bytes.find` instead of walking byte by byte. The gateway ends lines with LF only; a CR in
+    the stream fails the watch rather than being read differently from a browser."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        assert b"\r" not in chunk, "the gateway ends lines with LF only"
+        self._buffer += chunk
+        events = []
+        start = 0
+        while (end := self._buffer.find(b"\n\n", start)) != -1:
+            event = _parse_block(self._buffer[start:end])
+            if event is not None:
+                events.append(event)
+            start = end + 2
+        self._buffer = self._buffer[start:]
+        return events
+
+
+def _parse_block(block: bytes) -> ServerSentEvent | None:
+    """One event's lines, as tests.support.SSEParser reads them (ids do not persist here:
+    every stored event carries its own)."""
+    event = ServerSentEvent()
+    data: list[str] = []
+    for raw in block.split(b"\n"):
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event.event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id" and "\x00" not in value:
+            event.id = value
+    if not data:
+        return None
+    event.data = "\n".join(data)
+    return event
+
+
+def _record(watch: Watch, event: ServerSentEvent) -> None:
+    if event.id is None:
+        watch.made_up.append(event)
+        return
+    watch.events.append(event)
+    watch.arrivals.append(time.monotonic())
+    if event.event in _TERMINAL:
+        watch.finished = True
+
+
+def check_envelope(event: ServerSentEvent, job_id: str) -> None:
+    """A stored event is one envelope of a known type, named by its `event:` field."""
+    envelope = orjson.loads(event.data)
+    assert isinstance(envelope, dict), event
+    assert envelope["v"] == 1, event
+    assert envelope["type"] in _STORED_TYPES, event
+    assert envelope["type"] == event.event, event
+    assert envelope["job"] == job_id, event
+    assert event.id is not None
+    StreamId.parse(event.id)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A watcher's events against the stream: how many were checked, lost and duplicated."""
+
+    checked: int
+    lost: int
+    duplicated: int
+    exact: bool
+
+
+async def verify(watch: Watch, redis: Redis, keys: Keys) -> Verdict:
+    """Compares the ids the watcher got with XRANGE of the job's stream."""
+    stored = [raw.decode() for raw, _ in await redis.xrange(keys.events(watch.job_id))]
+    got = watch.ids
+    for event in watch.events:
+        check_envelope(event, watch.job_id)
+    for event in watch.made_up:
+        assert event.event in GATEWAY_EVENT_TYPES, event
+    counts = Counter(got)
+    return Verdict(
+        checked=len(got),
+        lost=len(set(stored) - set(got)),
+        duplicated=sum(n - 1 for n in counts.values()),
+        exact=got == stored,
+    )
