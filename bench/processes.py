@@ -1,0 +1,114 @@
+"""Child processes of a bench run: started in their own session, stopped by pid, and waited
+for by probing the port they serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = [
+    "REPO_ROOT",
+    "ServiceFailed",
+    "free_port",
+    "service",
+    "wait_for_http",
+    "wait_for_port",
+]
+
+# Children run `python -m bench.…` and import the project's packages from here.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+STOP_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 30.0
+_PROBE_INTERVAL_S = 0.05
+
+
+class ServiceFailed(RuntimeError):
+    """A service the bench started exited or never became ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def service(
+    name: str,
+    command: Sequence[str],
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path = REPO_ROOT,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command`; on exit stop it (SIGTERM, then SIGKILL) and wait for it."""
+    output = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        list(command),
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output if log is not None else None,
+        start_new_session=True,
+        cwd=cwd,
+    )
+    try:
+        yield process
+    finally:
+        _stop(name, process)
+        if log is not None and not isinstance(output, int):
+            output.close()
+
+
+def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"bench: {name} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it", flush=True)
+        process.kill()
+        process.wait()
+
+
+def wait_for_port(
+    name: str, port: int, process: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(_PROBE_INTERVAL_S)
+    raise ServiceFailed(f"{name} did not listen on port {port} within {timeout:.0f}s")
+
+
+def wait_for_http(
+    name: str, port: int, path: str, process: subprocess.Popen[bytes], timeout: float = 30.0
+) -> None:
+    """Until `GET path` answers 200."""
+    deadline = time.monotonic() + timeout
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(_PROBE_INTERVAL_S)
+    raise ServiceFailed(f"{name} did not answer {path} within {timeout:.0f}s")

@@ -1,0 +1,466 @@
+"""A load-generating process holding thousands of SSE subscribers (`python -m bench.subscribers`).
+
+Each subscriber is one raw asyncio protocol: no HTTP client library, no task per connection.
+The response body (identity or chunked) is cut into SSE frames at the last blank line of each
+read, and one regular expression pulls every frame's `id:`, sequence number and send time out
+of the whole batch at once — the per-event cost stays a few microseconds, so this process is
+not what limits a run.
+
+The parser expects what every target here sends: `\\n` line endings, `id:` before `data:`, and
+a `data:` line holding `"seq":<n>,"t":<µs>` (the bench's event data). Frames without them
+(`retry:`, comments, `reset`) are skipped; `reset` events are counted.
+
+Every subscriber checks its own sequence: an event whose number is not the previous one plus
+one is a gap (counted by how many were skipped) or a duplicate. Latency is receive time minus
+the send time the publisher put in the event, on the shared wall clock of this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+import sys
+import time
+from array import array
+from base64 import b64encode
+from typing import Any, cast
+
+import uvloop
+
+from bench.channel import Handler, raise_open_file_limit, serve
+
+__all__ = ["FRAME", "Subscriber", "SubscriberPool", "main"]
+
+FRAME = re.compile(rb'id: ([^\n]+)\n(?:event: [^\n]*\n)?data: [^\n]*?"seq":(\d+),"t":(\d+)')
+_RESET = b"event: reset"
+_HEADER_END = b"\r\n\r\n"
+_NEVER = sys.maxsize
+# Closing with SO_LINGER 0 sends RST: like a lost network, and no TIME_WAIT on our side, so
+# repeated storms of thousands of reconnects never run out of local ports.
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+CONNECT_TIMEOUT_S = 30.0
+HEADERS_TIMEOUT_S = 30.0
+
+
+class Subscriber(asyncio.Protocol):
+    """One SSE connection; all counters live in its pool."""
+
+    __slots__ = (
+        "_buffer",
+        "_chunk_left",
+        "_chunk_skip",
+        "_chunked",
+        "_head",
+        "_in_body",
+        "_pending",
+        "behind",
+        "closing",
+        "job",
+        "last_id",
+        "last_seq",
+        "pool",
+        "ready",
+        "transport",
+    )
+
+    def __init__(self, pool: SubscriberPool, job: int) -> None:
+        self.pool = pool
+        self.job = job
+        self.last_seq = 0
+        self.last_id: bytes | None = None
+        self.behind = False
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self.ready: asyncio.Future[bool] | None = None
+        self._reset_parser()
+
+    def _reset_parser(self) -> None:
+        self._head = b""
+        self._in_body = False
+        self._chunked = False
+        self._chunk_left = 0
+        self._chunk_skip = 0
+        self._pending = b""
+        self._buffer = b""
+
+    def open(self) -> asyncio.Future[bool]:
+        self._reset_parser()
+        self.closing = False
+        self.ready = asyncio.get_running_loop().create_future()
+        return self.ready
+
+    @property
+    def held(self) -> bool:
+        return self.transport is not None and self._in_body
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.pool.connections += 1
+        request = self.pool.requests[self.job]
+        if self.last_id is not None:
+            request = request[:-2] + b"Last-Event-ID: " + self.last_id + b"\r\n\r\n"
+        self.transport.write(request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.closing:
+            self.pool.closed_unexpectedly += 1
+        self._settle(False, "closed before headers")
+        self.pool.connection_closed()
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self.closing = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            data = self._read_head(data)
+            if not data:
+                return
+        if self._chunked:
+            data = self._dechunk(data)
+        if self._buffer:
+            data = self._buffer + data
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = data
+            return
+        self._buffer = data[end + 2 :]
+        self._frames(data[: end + 1])
+
+    def _read_head(self, data: bytes) -> bytes:
+        head = self._head + data
+        end = head.find(_HEADER_END)
+        if end < 0:
+            self._head = head
+            return b""
+        self._head = b""
+        status_line, _, headers = head[:end].partition(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        if status != 200:
+            self.pool.fail(f"http {status}")
+            self._settle(False, None)
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return b""
+        self._chunked = b"transfer-encoding: chunked" in headers.lower()
+        self._in_body = True
+        self._settle(True, None)
+        return head[end + 4 :]
+
+    def _settle(self, ok: bool, failure: str | None) -> None:
+        ready = self.ready
+        if ready is not None and not ready.done():
+            if not ok and failure is not None:
+                self.pool.fail(failure)
+            ready.set_result(ok)
+
+    def _dechunk(self, data: bytes) -> bytes:
+        if not self._pending and not self._chunk_left and not self._chunk_skip:
+            # The usual read: exactly one whole chunk (one write of the server).
+            line_end = data.find(b"\r\n")
+            if 0 < line_end <= 8:
+                start = line_end + 2
+                end = start + int(data[:line_end], 16)
+                if end + 2 == len(data) and end > start:
+                    return data[start:end]
+        return self._dechunk_any(data)
+
+    def _dechunk_any(self, data: bytes) -> bytes:
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        parts: list[bytes] = []
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._chunk_left:
+                take = min(self._chunk_left, size - pos)
+                parts.append(data[pos : pos + take])
+                pos += take
+                self._chunk_left -= take
+                if not self._chunk_left:
+                    self._chunk_skip = 2  # the CRLF closing the chunk
+                continue
+            if self._chunk_skip:
+                take = min(self._chunk_skip, size - pos)
+                pos += take
+                self._chunk_skip -= take
+                continue
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                self._pending = data[pos:]
+                break
+            self._chunk_left = int(data[pos:line_end].split(b";", 1)[0], 16)
+            pos = line_end + 2
+            if not self._chunk_left:
+                break  # the last chunk: the server ends the stream
+        return b"".join(parts)
+
+    def _frames(self, complete: bytes) -> None:
+        frames = FRAME.findall(complete)
+        pool = self.pool
+        if _RESET in complete:
+            pool.resets += complete.count(_RESET)
+        if not frames:
+            return
+        now = time.time_ns() // 1000
+        last = self.last_seq
+        first, final = pool.window
+        sampling = first != _NEVER
+        samples = pool.latencies
+        count = 0
+        for _, raw_seq, raw_sent in frames:
+            seq = int(raw_seq)
+            if seq != last + 1:
+                if seq <= last:
+                    pool.duplicates += 1
+                    continue
+                pool.gaps += seq - last - 1
+            last = seq
+            count += 1
+            if sampling:
+                sent = int(raw_sent)
+                if first <= sent <= final:
+                    samples.append(now - sent if now > sent else 0)
+        if not count:
+            return
+        self.last_seq = last
+        self.last_id = frames[-1][0]
+        pool.received += count
+        if first <= now <= final:
+            pool.window_received += count
+        if self.behind and last >= pool.targets[self.job]:
+            self.behind = False
+            pool.caught_up_one()
+
+
+class SubscriberPool:
+    """This process's share of the subscribers, and the counters the controller asks for."""
+
+    def __init__(self, host: str, port: int, path: str, jobs: list[str], indices: range) -> None:
+        self.host = host
+        self.port = port
+        self.requests = [
+            (
+                f"GET {path.format(job=job)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            ).encode()
+            for job in jobs
+        ]
+        self.subscribers = [Subscriber(self, index % len(jobs)) for index in indices]
+        self.targets = [_NEVER] * len(jobs)
+        self.window = (_NEVER, _NEVER)
+        self.latencies = array("I")
+        self.received = 0
+        self.window_received = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.resets = 0
+        self.closed_unexpectedly = 0
+        self.failures: dict[str, int] = {}
+        self.behind = 0
+        self.caught_up_at = 0.0
+        self._all_caught_up = asyncio.Event()
+        self.connections = 0
+        self._all_closed = asyncio.Event()
+
+    def fail(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        if not self.connections:
+            self._all_closed.set()
+
+    def caught_up_one(self) -> None:
+        self.behind -= 1
+        if not self.behind:
+            self.caught_up_at = time.time()
+            self._all_caught_up.set()
+
+    @property
+    def held(self) -> int:
+        return sum(1 for subscriber in self.subscribers if subscriber.held)
+
+    async def connect(self, window: int) -> dict[str, Any]:
+        """Open every subscriber that is not open, at most `window` awaiting headers at once."""
+        started = time.time()
+        slots = asyncio.Semaphore(window)
+        closed = [s for s in self.subscribers if s.transport is None]
+        await asyncio.gather(*(self._open(subscriber, slots) for subscriber in closed))
+        return {"held": self.held, "seconds": time.time() - started, **self.counters()}
+
+    def prune(self) -> int:
+        """Forget subscribers that are not streaming (never got in, or were cut off since):
+        the figures that follow are for the ones held. Returns how many were dropped."""
+        before = len(self.subscribers)
+        self.subscribers = [s for s in self.subscribers if s.held]
+        return before - len(self.subscribers)
+
+    async def _open(self, subscriber: Subscriber, slots: asyncio.Semaphore) -> None:
+        loop = asyncio.get_running_loop()
+        async with slots:
+            ready = subscriber.open()
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: subscriber, self.host, self.port),
+                    CONNECT_TIMEOUT_S,
+                )
+            except (OSError, TimeoutError) as exc:
+                self.fail(f"connect: {type(exc).__name__}")
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(ready), HEADERS_TIMEOUT_S)
+            except TimeoutError:
+                self.fail("no headers in time")
+                subscriber.abort()
+
+    async def drop(self, timeout: float) -> dict[str, Any]:
+        """Every subscriber loses its connection at once (RST), keeping its position."""
+        self._all_closed.clear()
+        dropped = 0
+        for subscriber in self.subscribers:
+            if subscriber.transport is not None:
+                subscriber.abort()
+                dropped += 1
+        if self.connections:
+            await asyncio.wait_for(self._all_closed.wait(), timeout)
+        return {"dropped": dropped}
+
+    def expect(self, targets: list[int]) -> None:
+        """Count the subscribers whose job has events beyond their position."""
+        self.targets = targets
+        self._all_caught_up.clear()
+        self.behind = 0
+        for subscriber in self.subscribers:
+            subscriber.behind = subscriber.last_seq < targets[subscriber.job]
+            self.behind += subscriber.behind
+        if not self.behind:
+            self.caught_up_at = time.time()
+            self._all_caught_up.set()
+
+    async def wait_caught_up(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._all_caught_up.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def missing(self) -> int:
+        return sum(max(0, self.targets[s.job] - s.last_seq) for s in self.subscribers if s.behind)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "gaps": self.gaps,
+            "duplicates": self.duplicates,
+            "resets": self.resets,
+            "closed_unexpectedly": self.closed_unexpectedly,
+            "failures": dict(self.failures),
+        }
+
+    def take_window(self) -> dict[str, Any]:
+        """The measurement window's figures; the window is cleared."""
+        samples = self.latencies
+        self.latencies = array("I")
+        reply = {
+            "window_received": self.window_received,
+            "latencies": b64encode(samples.tobytes()).decode(),
+        }
+        self.window_received = 0
+        self.window = (_NEVER, _NEVER)
+        return reply
+
+
+def _handlers(state: dict[str, SubscriberPool], fd_limit: int) -> dict[str, Handler]:
+    async def setup(args: dict[str, Any]) -> dict[str, Any]:
+        state["pool"] = SubscriberPool(
+            args["host"],
+            args["port"],
+            args["path"],
+            args["jobs"],
+            range(args["first"], args["total"], args["step"]),
+        )
+        return {"subscribers": len(state["pool"].subscribers), "fd_limit": fd_limit}
+
+    async def connect(args: dict[str, Any]) -> dict[str, Any]:
+        pool = state["pool"]
+        reply = await pool.connect(args["window"])
+        reply["pruned"] = pool.prune()
+        return reply
+
+    async def window(args: dict[str, Any]) -> dict[str, Any]:
+        pool = state["pool"]
+        pruned = pool.prune()
+        pool.latencies = array("I")
+        pool.window_received = 0
+        pool.window = (args["first_us"], args["final_us"])
+        return {"pruned": pruned, "held": len(pool.subscribers)}
+
+    async def drain(args: dict[str, Any]) -> dict[str, Any]:
+        pool = state["pool"]
+        pool.expect(args["targets"])
+        caught_up = await pool.wait_caught_up(args["timeout"])
+        return {
+            "caught_up": caught_up,
+            "behind": pool.behind,
+            "missing": pool.missing(),
+            "held": pool.held,
+            **pool.counters(),
+            **pool.take_window(),
+        }
+
+    async def drop(args: dict[str, Any]) -> dict[str, Any]:
+        return await state["pool"].drop(args["timeout"])
+
+    async def storm(args: dict[str, Any]) -> dict[str, Any]:
+        """Reconnect everyone with Last-Event-ID; done when all reached `targets`."""
+        pool = state["pool"]
+        pool.expect(args["targets"])
+        started = time.time()
+        connected = await pool.connect(args["window"])
+        caught_up = await pool.wait_caught_up(args["timeout"] - (time.time() - started))
+        return {
+            "started": started,
+            "finished": pool.caught_up_at if caught_up else time.time(),
+            "caught_up": caught_up,
+            "behind": pool.behind,
+            "missing": pool.missing(),
+            "connect_seconds": connected["seconds"],
+            "held": pool.held,
+            **pool.counters(),
+        }
+
+    async def counters(args: dict[str, Any]) -> dict[str, Any]:
+        pool = state["pool"]
+        return {"held": pool.held, **pool.counters()}
+
+    return {
+        "setup": setup,
+        "connect": connect,
+        "window": window,
+        "drain": drain,
+        "drop": drop,
+        "storm": storm,
+        "counters": counters,
+    }
+
+
+def main() -> None:
+    fd_limit = raise_open_file_limit()
+    uvloop.run(serve(_handlers({}, fd_limit)))
+
+
+if __name__ == "__main__":
+    main()

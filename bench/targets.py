@@ -1,0 +1,165 @@
+"""The servers the bench compares, each started with a private redis-server on a free port.
+
+- `jobwire`: the product, `jobwire gateway` (uvicorn picks uvloop + httptools when installed).
+- `jobwire@<git ref>`: the gateway as committed at that ref (exported with `git archive`, run
+  from the export with this venv), to compare a change against what it replaces.
+- `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
+- `nchan`: nginx + Nchan with Redis storage, one worker.
+
+Every one serves `GET /jobs/<id>/events` on 127.0.0.1 and resumes from `Last-Event-ID`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.nchan import nchan
+from bench.processes import (
+    REPO_ROOT,
+    ServiceFailed,
+    free_port,
+    service,
+    wait_for_http,
+    wait_for_port,
+)
+
+__all__ = ["EVENTS_PATH", "TARGETS", "RedisServer", "Target", "redis_server", "start_target"]
+
+TARGETS = ("jobwire", "naive", "nchan")
+# `jobwire gateway` from a source tree other than the installed one.
+_GATEWAY_FROM_TREE = "import sys; from gateway.cli import main; sys.exit(main(['gateway']))"
+EVENTS_PATH = "/jobs/{job}/events"
+KEY_PREFIX = "jobwire"
+# Redis keeps 32 descriptors for itself below the 20,000 open-file limit.
+REDIS_MAX_CLIENTS = 19_900
+
+
+@dataclass(frozen=True, slots=True)
+class RedisServer:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    port: int
+    pid: int  # root of the process tree whose CPU and memory are the target's
+    redis: RedisServer
+    publisher: dict[str, Any]  # how bench.publishers reaches it
+    events_path: str = EVENTS_PATH
+    notes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def redis_server(run_dir: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceFailed("redis-server is not installed")
+    port = free_port()
+    command = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--maxclients", str(REDIS_MAX_CLIENTS),
+        "--dir", str(run_dir),
+        "--loglevel", "warning",
+        "--logfile", str(run_dir / "redis.log"),
+    ]  # fmt: skip
+    with service("redis-server", command) as process:
+        wait_for_port("redis-server", port, process)
+        yield RedisServer(port, process.pid)
+
+
+@contextmanager
+def start_target(
+    name: str, gateway_env: Mapping[str, str] | None = None, log_dir: Path | None = None
+) -> Iterator[Target]:
+    """Start `name` and its Redis; both are stopped on exit. Gateway logs go to `log_dir`."""
+    with ExitStack() as stack:
+        run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
+        logs = log_dir or run_dir
+        logs.mkdir(parents=True, exist_ok=True)
+        redis = stack.enter_context(redis_server(run_dir))
+        redis_publisher = {"kind": "redis", "redis_url": redis.url, "key_prefix": KEY_PREFIX}
+        port = free_port()
+        if name == "jobwire" or name.startswith("jobwire@"):
+            env = {
+                "JOBWIRE_REDIS_URL": redis.url,
+                "JOBWIRE_HOST": "127.0.0.1",
+                "JOBWIRE_PORT": str(port),
+                "JOBWIRE_KEY_PREFIX": KEY_PREFIX,
+                "JOBWIRE_LOG_LEVEL": "WARNING",
+                # Like Nchan and the naive gateway here: no credentials on 127.0.0.1. (A
+                # gateway from before authentication existed warns about the name, harmlessly.)
+                "JOBWIRE_AUTH_DISABLED": "true",
+                **(gateway_env or {}),
+            }
+            if name == "jobwire":
+                command, tree = [_jobwire_command(), "gateway"], REPO_ROOT
+            else:
+                tree = run_dir / "tree"
+                _export(name.partition("@")[2], tree)
+                command = [sys.executable, "-c", _GATEWAY_FROM_TREE]
+                env["PYTHONPATH"] = str(tree)
+            log = logs / f"{name.replace('@', '-')}-gateway.log"
+            process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
+            _ready(lambda: wait_for_http(name, port, "/healthz", process), log)
+            yield Target(name, port, process.pid, redis, redis_publisher)
+        elif name == "naive":
+            env = {"JOBWIRE_REDIS_URL": redis.url, "JOBWIRE_KEY_PREFIX": KEY_PREFIX}
+            command = [sys.executable, "-m", "bench.naive_gateway", "--port", str(port)]
+            log = logs / "naive-gateway.log"
+            process = stack.enter_context(service("naive gateway", command, env, log=log))
+            _ready(lambda: wait_for_port("naive gateway", port, process), log)
+            yield Target(name, port, process.pid, redis, redis_publisher)
+        elif name == "nchan":
+            server = stack.enter_context(nchan(redis.url, port))
+            publisher = {"kind": "nchan", "publish_url": server.publish_url}
+            yield Target(name, port, server.pid, redis, publisher)
+        else:
+            raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+
+
+def _export(ref: str, tree: Path) -> None:
+    """The repository's files at `ref`, written to `tree` (reads git, changes nothing there)."""
+    tree.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+
+
+def _jobwire_command() -> str:
+    beside_python = Path(sys.executable).with_name("jobwire")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("jobwire")
+    if found is None:
+        raise ServiceFailed("the `jobwire` command is not installed (pip install -e .)")
+    return found
+
+
+def _ready(wait: Callable[[], None], log: Path) -> None:
+    try:
+        wait()
+    except ServiceFailed:
+        tail = log.read_text(errors="replace")[-4000:]
+        print(f"--- {log}\n{tail}", file=sys.stderr, flush=True)
+        raise
