@@ -330,3 +330,9 @@ def test_ci_script_is_executable_bash() -> None:
     assert script.read_text().startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in script.read_text()
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in env_names() if f"`{name}`" not in readme]
+    assert missing == []
