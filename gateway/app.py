@@ -19,6 +19,7 @@ from starlette.routing import Route
 from gateway import health, jobs, multistream, openapi, page, stream
 from gateway.auth import Access, install_log_redaction
 from gateway.errors import error_response, exception_handlers
+from gateway.gatewayapp import GatewayApp
 from gateway.hub import Hub
 from gateway.limits import Limits
 from gateway.services import Services
@@ -95,7 +96,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         *page.routes(),
     ]
-    app = Starlette(
+    app = GatewayApp(
+        job_events=stream.events,
+        multi_events=multistream.events,
         routes=routes,
         exception_handlers=exception_handlers,
         lifespan=lifespan,

@@ -217,3 +217,19 @@ async def test_new_events_arrive_live_on_an_open_stream(
 
     assert event_types(received) == ["queued", "progress", "progress", "progress", "completed"]
     assert [event.id for event in received] == await stream_ids(redis, settings, job_id)
+
+
+async def test_streams_with_and_without_an_origin_header_are_the_same(stack: Gateway) -> None:
+    # Without Origin a stream skips the middleware stack; with it, it goes through CORS.
+    async with stack.client() as client:
+        job_id = await submit(client, "demo.countdown", seconds=0.1, steps=1)
+        direct = await collect_events(client, job_id)
+        via_middleware = await collect_events(
+            client, job_id, headers={"Origin": "http://elsewhere.example"}
+        )
+        missing = await client.get("/jobs/no-such-job/events")
+        bad = await client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "x"})
+
+    assert [event.id for event in direct] == [event.id for event in via_middleware]
+    assert (missing.status_code, missing.json()["error"]) == (404, "job_not_found")
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_last_event_id")

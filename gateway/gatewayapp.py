@@ -1,0 +1,76 @@
+"""The Starlette app, with event streams taken past the middleware stack.
+
+A reconnect storm is thousands of stream requests at once, and each held stream keeps its
+request's coroutine frames alive for hours: the error and exception middleware, the router
+and the endpoint wrapper all stay on its stack. `GET /jobs/{id}/events` and `GET /events`
+without an `Origin` header (so no CORS to answer) are therefore dispatched here straight to
+their endpoints, with the same error handling; every other request goes through Starlette as
+usual.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["GatewayApp"]
+
+Endpoint = Callable[[Request], Awaitable[ASGIApp]]
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+_JOB_EVENTS = re.compile(r"/jobs/([^/]+)/events")
+
+
+class GatewayApp(Starlette):
+    def __init__(
+        self,
+        *,
+        job_events: Endpoint,
+        multi_events: Endpoint,
+        exception_handlers: Mapping[Any, ExceptionHandler],
+        **options: Any,
+    ) -> None:
+        super().__init__(exception_handlers=dict(exception_handlers), **options)
+        self._job_events = job_events
+        self._multi_events = multi_events
+        self._handlers = exception_handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._stream_endpoint(scope)
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            response = await self._handler_for(exc)(request, exc)
+        await response(scope, receive, send)
+
+    def _stream_endpoint(self, scope: Scope) -> Endpoint | None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        if any(name == b"origin" for name, _ in scope["headers"]):
+            return None
+        path: str = scope["path"]
+        if path == "/events":
+            scope["path_params"] = {}
+            return self._multi_events
+        match = _JOB_EVENTS.fullmatch(path)
+        if match is None:
+            return None
+        scope["path_params"] = {"job_id": match[1]}
+        return self._job_events
+
+    def _handler_for(self, exc: Exception) -> ExceptionHandler:
+        for cls in type(exc).__mro__:
+            if cls in self._handlers:
+                return self._handlers[cls]
+        raise exc
