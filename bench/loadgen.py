@@ -205,13 +205,18 @@ class LoadGenerator:
         self.held = 0
 
     async def __aenter__(self) -> LoadGenerator:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def _start(self) -> None:
         processes = min(self.load.processes, self.load.subscribers)
         self._publisher = await Child.start("bench.publishers", "publisher")
-        self._subscribers = list(
-            await asyncio.gather(
-                *(Child.start("bench.subscribers", f"subscribers-{i}") for i in range(processes))
-            )
-        )
+        for index in range(processes):
+            self._subscribers.append(await Child.start("bench.subscribers", f"subscribers-{index}"))
         await asyncio.gather(
             self._publisher.call("setup", jobs=self.jobs, **self.target.publisher),
             *(
@@ -228,7 +233,6 @@ class LoadGenerator:
                 for index, child in enumerate(self._subscribers)
             ),
         )
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         children = [*self._subscribers, *([self._publisher] if self._publisher else [])]
@@ -301,11 +305,14 @@ class LoadGenerator:
         publishing = asyncio.create_task(
             self._publisher_child.call("paced", rate=publish_rate, start=start, end=final)
         )
-        await _until(first)
-        before = self._sample()
-        await _until(final)
-        after = self._sample()
-        published = await publishing
+        try:
+            await _until(first)
+            before = self._sample()
+            await _until(final)
+            after = self._sample()
+            published = await publishing
+        finally:
+            publishing.cancel()
         self._final = published["final"]
         drains = await self._all("drain", targets=self._final, timeout=drain_timeout)
         changes = self._totals.delta(drains)
@@ -472,6 +479,7 @@ async def _standalone(args: argparse.Namespace) -> None:
             report["step"] = {**asdict(step), "passed": step.passed}
             _print(report["step"])
         if args.storm:
+            await loadgen.prime(args.drain_timeout)  # so every subscriber has an id to resume
             report["storm"] = asdict(await loadgen.storm(args.storm, args.storm_timeout))
             _print(report["storm"])
 

@@ -166,7 +166,9 @@ class Schedule:
         due = first
         count = 0
         worst_lag = 0.0
-        while due < end:
+        # A lane behind its schedule stops at `end` all the same: what it did not publish by
+        # then lowers the achieved rate instead of stretching the window.
+        while due < end and time.time() < end:
             delay = due - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
