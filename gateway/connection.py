@@ -35,6 +35,9 @@ class Connection(Protocol):
     def buffered(self) -> int:
         """Bytes written but not yet taken by the client."""
 
+    def exceeds(self, limit: int) -> bool:
+        """More than `limit` bytes written and not yet taken (cheap on the hot path)."""
+
     def abort(self) -> None:
         """Drop the connection now (the client resumes from its Last-Event-ID)."""
 
@@ -52,11 +55,12 @@ class Connection(Protocol):
 class TransportConnection:
     """Writes straight to the socket's transport (see `gateway.protocol`)."""
 
-    __slots__ = ("_callbacks", "_flow", "_gone", "_transport")
+    __slots__ = ("_callbacks", "_flow", "_gone", "_high_water", "_transport")
 
     def __init__(self, transport: asyncio.WriteTransport, flow: FlowControl) -> None:
         self._transport = transport
         self._flow = flow
+        self._high_water = transport.get_write_buffer_limits()[1]
         self._gone = False
         self._callbacks: list[Callable[[], object]] = []
 
@@ -75,6 +79,14 @@ class TransportConnection:
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
+
+    def exceeds(self, limit: int) -> bool:
+        # Until the buffer passes the transport's high-water mark flow control has not paused
+        # writing: for any limit above that mark, a flag read replaces a call per write (8 %
+        # of the hub's time at 48,000 events/s, py-spy).
+        if not self._flow.write_paused and limit >= self._high_water:
+            return False
+        return self._transport.get_write_buffer_size() > limit
 
     def abort(self) -> None:
         self._transport.abort()
@@ -138,6 +150,9 @@ class AsgiConnection:
 
     def buffered(self) -> int:
         return self._size
+
+    def exceeds(self, limit: int) -> bool:
+        return self._size > limit
 
     def abort(self) -> None:
         self._pump.cancel()

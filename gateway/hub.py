@@ -413,7 +413,7 @@ class Hub:
         if data:
             connection.write(data)
         subscriber.wrote = True
-        if connection.buffered() > self._settings.max_buffer_bytes:
+        if connection.exceeds(self._settings.max_buffer_bytes):
             self._end(subscriber, Outcome.CUT)
         elif subscriber.finishing:
             self._end(subscriber, Outcome.FINISHED)
