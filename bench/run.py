@@ -134,6 +134,7 @@ async def _search(
     failed_rate = 0.0
     publish_bound = False
     for _ in range(1 if shape.fixed_rate else args.max_steps):
+        outcome.stopped = ""  # says why the search ended, set only where it ends
         step = await _step(loadgen, rate, shape, outcome, args)
         if step.passed:
             if outcome.best is None or step.delivered_per_s > outcome.best.delivered_per_s:
