@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 import orjson
 import redis
+from redis.asyncio import Redis
+
+from shared.keys import Keys
+from shared.settings import Settings
 
 __all__ = [
     "RawResponse",
@@ -28,6 +32,7 @@ __all__ = [
     "free_port",
     "raw_get",
     "read_events",
+    "stream_ids",
     "submit",
     "wait_until",
 ]
@@ -288,3 +293,9 @@ def dechunk(data: bytes) -> bytes:
         out.append(rest[:size])
         data = rest[size + 2 :]
     return b"".join(out)
+
+
+async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
+    """The ids the job's stream holds, oldest first: what every client must have received."""
+    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
+    return [entry_id.decode() for entry_id, _ in entries]

@@ -25,7 +25,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, RunWorker, StartGateway
-from tests.support import submit, wait_until
+from tests.support import stream_ids, submit, wait_until
 from worker import demo
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
@@ -76,11 +76,6 @@ async def finish(process: asyncio.subprocess.Process, timeout: float = 20) -> Fi
 async def run(*args: str, **env: str) -> Finished:
     async with jobwire(*args, **env) as process:
         return await finish(process)
-
-
-async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [raw_id.decode() for raw_id, _ in entries]
 
 
 async def test_submit_watch_json_prints_every_event_and_exits_0(

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 
 from client import Backoff, Client, JobCancelled, JobEvent, JobFailed, RequestRejected
 from client.sync import SyncClient
-from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import Gateway
+from tests.support import stream_ids
 
 FAST = Backoff(initial_s=0.02, maximum_s=0.2)
 
@@ -21,11 +21,6 @@ FAST = Backoff(initial_s=0.02, maximum_s=0.2)
 async def client(stack: Gateway) -> AsyncIterator[Client]:
     async with Client(stack.url, backoff=FAST) as client:
         yield client
-
-
-async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [raw_id.decode() for raw_id, _ in entries]
 
 
 async def all_events(events: AsyncIterator[JobEvent]) -> list[JobEvent]:

@@ -9,19 +9,13 @@ import pytest
 from redis.asyncio import Redis
 
 from client import Backoff, Client, ConnectionState, GatewayUnreachable, JobEvent
-from shared.keys import Keys
 from shared.settings import Settings
 from tests.client_support import running_proxy
 from tests.conftest import Gateway, StartGateway
-from tests.support import free_port
+from tests.support import free_port, stream_ids
 
 FAST = Backoff(initial_s=0.02, maximum_s=0.2)
 TEXT = " ".join(f"w{i}" for i in range(40))
-
-
-async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [raw_id.decode() for raw_id, _ in entries]
 
 
 async def test_cut_connections_are_invisible_to_the_consumer(

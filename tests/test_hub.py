@@ -17,7 +17,7 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, raw_get, read_events, wait_until
+from tests.support import RawResponse, raw_get, read_events, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -26,11 +26,6 @@ def _port(gateway: Gateway) -> int:
     port = urlsplit(gateway.url).port
     assert port is not None
     return port
-
-
-async def _stored_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [entry_id.decode() for entry_id, _ in entries]
 
 
 async def _start_job(publisher: Publisher, job_id: str) -> None:
@@ -58,7 +53,7 @@ async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
     job_id = "hot-job"
     await _start_job(publisher, job_id)
     watchers: list[asyncio.Task[RawResponse]] = []
-    published = await _stored_ids(redis, settings, job_id)
+    published = await stream_ids(redis, settings, job_id)
     total = 1000
     join_at = sorted(rng.sample(range(total), 200))
     for n in range(total):
@@ -75,7 +70,7 @@ async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
     await _finish(publisher, job_id)
     responses = await asyncio.gather(*watchers)
 
-    stored = await _stored_ids(redis, settings, job_id)
+    stored = await stream_ids(redis, settings, job_id)
     for response in responses:
         ids = response.event_ids()
         assert response.status == 200
@@ -160,7 +155,7 @@ async def test_lost_pubsub_connection_is_caught_up_from_the_stream(
     await _finish(publisher, job_id)
     responses = await asyncio.gather(*watchers)
 
-    stored = await _stored_ids(redis, settings, job_id)
+    stored = await stream_ids(redis, settings, job_id)
     for response in responses:
         assert response.event_ids() == stored
 
@@ -186,7 +181,7 @@ async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
     for sock in stalled:
         sock.close()
 
-    assert response.event_ids() == await _stored_ids(redis, settings, job_id)
+    assert response.event_ids() == await stream_ids(redis, settings, job_id)
     # Every stalled subscriber was cut off before it held much more than the limit.
     assert peak <= 1000 * (limit + 64 * 1024)
 
@@ -226,7 +221,7 @@ async def test_connections_dying_mid_write_do_not_stop_delivery(
     await _finish(publisher, job_id)
     responses = await asyncio.gather(*survivors)
 
-    stored = await _stored_ids(redis, settings, job_id)
+    stored = await stream_ids(redis, settings, job_id)
     assert all(response.event_ids() == stored for response in responses)
 
 

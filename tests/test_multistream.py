@@ -8,10 +8,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import Gateway
-from tests.support import ServerSentEvent, collect_events, read_events, submit
+from tests.support import ServerSentEvent, collect_events, read_events, stream_ids, submit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,11 +35,6 @@ async def _stream(
         async for event in read_events(response, limit=limit):
             events.append(event)
     return events
-
-
-async def _ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [entry_id.decode() for entry_id, _ in entries]
 
 
 def _per_job(events: list[ServerSentEvent]) -> dict[str, list[str]]:
@@ -68,7 +62,7 @@ async def test_several_jobs_on_one_stream_resume_exactly(
 
     per_job = _per_job(received)
     for job_id in jobs:
-        assert per_job[job_id] == await _ids(redis, settings, job_id)
+        assert per_job[job_id] == await stream_ids(redis, settings, job_id)
     terminal = [event for event in received if event.event == "completed"]
     assert len(terminal) == 3
 

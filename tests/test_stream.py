@@ -8,18 +8,19 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.events import EventType, make_event
-from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import ServerSentEvent, collect_events, event_types, read_events, submit
+from tests.support import (
+    ServerSentEvent,
+    collect_events,
+    event_types,
+    read_events,
+    stream_ids,
+    submit,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
-    return [entry_id.decode() for entry_id, _ in entries]
 
 
 def stored(events: list[ServerSentEvent]) -> list[ServerSentEvent]:
