@@ -454,6 +454,7 @@ class Hub:
             feed.linger = self._loop.call_later(self._settings.hub_linger_s, self._forget, feed)
 
     def _forget(self, feed: Feed) -> None:
+        feed.linger = None  # the timer refers to the feed: no cycle may outlive it
         if not feed.empty or self._feeds.get(feed.job_id) is not feed:
             return
         del self._feeds[feed.job_id]

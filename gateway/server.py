@@ -8,6 +8,7 @@ import socket
 import uvicorn
 
 from gateway.app import create_app
+from gateway.gcpolicy import GcPolicy
 from gateway.protocol import StreamingHttpProtocol
 from shared.settings import Settings
 
@@ -25,16 +26,28 @@ class GatewayServer(uvicorn.Server):
     end at once, so clients reconnect elsewhere while this process drains.
     """
 
-    def __init__(self, config: uvicorn.Config, shutdown: asyncio.Event) -> None:
+    def __init__(
+        self, config: uvicorn.Config, shutdown: asyncio.Event, gc_policy: GcPolicy | None = None
+    ) -> None:
         super().__init__(config)
         self._app_shutdown = shutdown
+        self._gc_policy = gc_policy
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._gc_policy is not None:
+            self._gc_policy.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._app_shutdown.set()
         await super().shutdown(sockets)
+        if self._gc_policy is not None:
+            await self._gc_policy.stop()
 
 
-def build_server(settings: Settings, **config: object) -> GatewayServer:
+def build_server(
+    settings: Settings, gc_policy: GcPolicy | None = None, **config: object
+) -> GatewayServer:
     app = create_app(settings)
     uvicorn_config = uvicorn.Config(
         app,
@@ -45,8 +58,9 @@ def build_server(settings: Settings, **config: object) -> GatewayServer:
         http=StreamingHttpProtocol,
         **config,  # type: ignore[arg-type]
     )
-    return GatewayServer(uvicorn_config, app.state.shutdown)
+    return GatewayServer(uvicorn_config, app.state.shutdown, gc_policy)
 
 
 def serve(settings: Settings) -> None:
-    build_server(settings).run()
+    """Run the gateway as this process's only job, owning its garbage-collection policy."""
+    build_server(settings, GcPolicy(settings.gc_full_collect_s)).run()
