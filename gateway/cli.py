@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from shared.settings import Settings, SettingsError
 
-__all__ = ["CLIENT_COMMANDS", "COMMANDS", "main"]
+__all__ = ["CLIENT_COMMANDS", "COMMANDS", "configure_logging", "main"]
 
 
 def _up(settings: Settings) -> int:
@@ -25,14 +25,19 @@ def _up(settings: Settings) -> int:
 
 
 def _gateway(settings: Settings) -> int:
+    from gateway.app import create_app
     from gateway.server import serve
+    from gateway.supervisor import supervise
 
     try:
-        serve(settings)
+        if settings.gateway_processes == 1:
+            serve(settings)
+            return 0
+        create_app(settings)  # refuses bad settings here, before any process starts
     except SettingsError as exc:  # e.g. auth on without API keys: refuse, and say why
         print(f"jobwire: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return supervise(settings, settings.gateway_processes)
 
 
 def _worker(settings: Settings) -> int:
@@ -122,11 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.exit(2, f"jobwire: {exc}\n")
+    configure_logging(settings)
+    run, _ = COMMANDS[args.command]
+    return run(settings)
+
+
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run, _ = COMMANDS[args.command]
-    return run(settings)
 
 
 def _run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

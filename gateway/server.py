@@ -61,6 +61,8 @@ def build_server(
     return GatewayServer(uvicorn_config, app.state.shutdown, gc_policy)
 
 
-def serve(settings: Settings) -> None:
-    """Run the gateway as this process's only job, owning its garbage-collection policy."""
-    build_server(settings, GcPolicy(settings.gc_full_collect_s)).run()
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run the gateway as this process's only job, owning its garbage-collection policy;
+    on `sock` when given (one of several processes), else on the settings' host and port."""
+    server = build_server(settings, GcPolicy(settings.gc_full_collect_s))
+    server.run(sockets=None if sock is None else [sock])

@@ -99,6 +99,11 @@ class Settings:
         "(a pause of about 45 ms per 1,000 open streams); between them they are frozen out of "
         "collections. 0: never.",
     )
+    gateway_processes: int = _setting(
+        1,
+        "Processes `jobwire gateway` runs on its port (SO_REUSEPORT), each with its own hub and "
+        "Redis connections; about one per core.",
+    )
     host: str = _setting("127.0.0.1", "Address the gateway listens on.")
     port: int = _setting(8000, "Port the gateway listens on.")
     max_body_bytes: int = _setting(65_536, "Largest accepted request body (413 above it).")
@@ -206,6 +211,7 @@ class Settings:
             "worker_concurrency",
             "worker_poll_s",
             "token_ttl_s",
+            "gateway_processes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -216,6 +222,7 @@ class Settings:
             "publish_retry_s",
             "shutdown_grace_s",
             "hub_linger_s",
+            "gc_full_collect_s",
             "max_streams_per_key",
             "submits_per_minute",
         )

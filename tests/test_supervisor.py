@@ -1,0 +1,188 @@
+"""`JOBWIRE_GATEWAY_PROCESSES=2 jobwire gateway`: two gateway processes on one port, each with
+its own hub, resuming each other's clients exactly; one that dies is restarted, SIGTERM stops
+them all, and a process that cannot start stops the lot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from shared.events import EventType, make_event
+from shared.publish import Publisher
+from shared.settings import Settings
+from tests.support import free_port, raw_get, stream_ids, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+JOBWIRE = Path(sys.executable).parent / "jobwire"
+
+
+def _gateway_processes(parent: int) -> list[int]:
+    """The pids of the gateway processes `parent` started (multiprocessing's spawned
+    children, not its resource tracker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _listening_sockets(port: int) -> int:
+    """Sockets in LISTEN on `port`: one per gateway process (SO_REUSEPORT)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    local_and_state = (line.split()[1:4:2] for line in lines)
+    return sum(
+        1 for local, state in local_and_state if local.endswith(f":{port:04X}") and state == "0A"
+    )
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _ready(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(f"{url}/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _start(settings: Settings, port: int) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
+    env |= settings.replace(port=port, gateway_processes=2, log_level="WARNING").to_env()
+    return await asyncio.create_subprocess_exec(
+        str(JOBWIRE),
+        "gateway",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+@pytest.fixture
+async def two_processes(
+    settings: Settings,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    port = free_port()
+    process = await _start(settings, port)
+    try:
+        await wait_until(lambda: _listening_sockets(port) == 2, timeout=30)
+        await wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), timeout=30)
+        yield process, port
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await process.wait()
+
+
+async def test_both_processes_serve_and_resume_each_others_clients_exactly(
+    two_processes: tuple[asyncio.subprocess.Process, int], redis: Redis, settings: Settings
+) -> None:
+    _, port = two_processes
+    publisher = Publisher(redis, settings)
+    jobs = [f"shared-port-{n}" for n in range(20)]
+    for job_id in jobs:
+        queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+        await publisher.publish(queued, create=True)
+        await publisher.publish(make_event(EventType.STARTED, job_id, 1, {}))
+    watchers = [
+        asyncio.create_task(raw_get(port, f"/jobs/{job_id}/events"))
+        for job_id in jobs
+        for _ in range(5)
+    ]
+    # Each process subscribes to the jobs its own clients watch: both hold a subscription.
+    await wait_until(lambda: _subscribed_connections(redis, settings, count=2), timeout=20)
+    for n in range(10):
+        for job_id in jobs:
+            await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
+    midway = {job_id: (await stream_ids(redis, settings, job_id))[-1] for job_id in jobs}
+    # Clients resuming mid-job land on either process and get exactly the rest.
+    resumers = [
+        asyncio.create_task(
+            raw_get(port, f"/jobs/{job_id}/events", {"Last-Event-ID": midway[job_id]})
+        )
+        for job_id in jobs
+        for _ in range(5)
+    ]
+    for job_id in jobs:
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 10}))
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+    watched = await asyncio.gather(*watchers)
+    resumed = await asyncio.gather(*resumers)
+
+    for n, job_id in enumerate(jobs):
+        stored = await stream_ids(redis, settings, job_id)
+        after = stored[stored.index(midway[job_id]) + 1 :]
+        assert all(r.event_ids() == stored for r in watched[n * 5 : n * 5 + 5])
+        assert all(r.event_ids() == after for r in resumed[n * 5 : n * 5 + 5])
+
+
+async def _subscribed_connections(redis: Redis, settings: Settings, count: int) -> bool:
+    clients = await redis.client_list()
+    return sum(1 for client in clients if int(client["sub"]) > 0) >= count
+
+
+async def test_a_process_that_dies_is_restarted_and_sigterm_stops_all(
+    two_processes: tuple[asyncio.subprocess.Process, int],
+) -> None:
+    process, port = two_processes
+    first, second = _gateway_processes(process.pid)
+    os.kill(first, signal.SIGKILL)
+    await wait_until(
+        lambda: len(now := _gateway_processes(process.pid)) == 2 and first not in now, timeout=20
+    )
+    assert second in _gateway_processes(process.pid)
+    await wait_until(lambda: _listening_sockets(port) == 2, timeout=30)
+
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        returncode = await process.wait()
+    assert returncode == 0
+    assert _gateway_processes(process.pid) == []
+    assert not _port_open(port)
+
+
+async def test_processes_that_cannot_start_stop_the_supervisor(settings: Settings) -> None:
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: nobody may share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = await _start(settings, taken.getsockname()[1])
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            output = (await process.stdout.read()).decode()
+            returncode = await process.wait()
+
+    assert returncode == 1
+    assert "failed at start-up" in output
+
+
+async def test_processes_stop_when_their_supervisor_is_killed(
+    two_processes: tuple[asyncio.subprocess.Process, int],
+) -> None:
+    process, port = two_processes
+    children = _gateway_processes(process.pid)
+    process.kill()
+    await process.wait()
+
+    await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20)
+    assert not _port_open(port)
