@@ -18,6 +18,7 @@ __all__ = [
     "free_port",
     "service",
     "wait_for_http",
+    "wait_for_listeners",
     "wait_for_port",
 ]
 
@@ -112,3 +113,26 @@ def wait_for_http(
             pass
         time.sleep(_PROBE_INTERVAL_S)
     raise ServiceFailed(f"{name} did not answer {path} within {timeout:.0f}s")
+
+
+def wait_for_listeners(
+    name: str, port: int, count: int, process: subprocess.Popen[bytes], timeout: float = 30.0
+) -> None:
+    """Until `count` sockets listen on `port` (several processes sharing it, SO_REUSEPORT)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
+        if _listening_sockets(port) >= count:
+            return
+        time.sleep(_PROBE_INTERVAL_S)
+    raise ServiceFailed(f"{name} did not listen {count} times on port {port} within {timeout:.0f}s")
+
+
+def _listening_sockets(port: int) -> int:
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for fields in (line.split() for line in lines)
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # 0A: LISTEN
+    )

@@ -437,7 +437,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default=",".join(TARGETS),
-        help="comma-separated: jobwire, jobwire@<git ref>, naive, nchan",
+        help="comma-separated: jobwire, jobwire*<processes>, jobwire@<git ref>, naive, nchan",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of the whole matrix")
     parser.add_argument("--storm-repeats", type=int, default=3)

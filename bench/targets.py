@@ -1,6 +1,7 @@
 """The servers the bench compares, each started with a private redis-server on a free port.
 
 - `jobwire`: the product, `jobwire gateway` (uvicorn picks uvloop + httptools when installed).
+- `jobwire*<n>`: the same with `JOBWIRE_GATEWAY_PROCESSES=<n>`: n processes on one port.
 - `jobwire@<git ref>`: the gateway as committed at that ref (exported with `git archive`, run
   from the export with this venv), to compare a change against what it replaces.
 - `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
@@ -28,12 +29,13 @@ from bench.processes import (
     free_port,
     service,
     wait_for_http,
+    wait_for_listeners,
     wait_for_port,
 )
 
 __all__ = ["EVENTS_PATH", "TARGETS", "RedisServer", "Target", "redis_server", "start_target"]
 
-TARGETS = ("jobwire", "naive", "nchan")
+TARGETS = ("jobwire", "jobwire*2", "naive", "nchan")
 # `jobwire gateway` from a source tree other than the installed one.
 _GATEWAY_FROM_TREE = "import sys; from gateway.cli import main; sys.exit(main(['gateway']))"
 EVENTS_PATH = "/jobs/{job}/events"
@@ -97,7 +99,8 @@ def start_target(
         redis = stack.enter_context(redis_server(run_dir))
         redis_publisher = {"kind": "redis", "redis_url": redis.url, "key_prefix": KEY_PREFIX}
         port = free_port()
-        if name == "jobwire" or name.startswith("jobwire@"):
+        if name.startswith(("jobwire*", "jobwire@")) or name == "jobwire":
+            processes = int(name.partition("*")[2] or 1)
             env = {
                 "JOBWIRE_REDIS_URL": redis.url,
                 "JOBWIRE_HOST": "127.0.0.1",
@@ -109,16 +112,19 @@ def start_target(
                 "JOBWIRE_AUTH_DISABLED": "true",
                 **(gateway_env or {}),
             }
-            if name == "jobwire":
+            if processes > 1:
+                env["JOBWIRE_GATEWAY_PROCESSES"] = str(processes)
+            if not name.startswith("jobwire@"):
                 command, tree = [_jobwire_command(), "gateway"], REPO_ROOT
             else:
                 tree = run_dir / "tree"
                 _export(name.partition("@")[2], tree)
                 command = [sys.executable, "-c", _GATEWAY_FROM_TREE]
                 env["PYTHONPATH"] = str(tree)
-            log = logs / f"{name.replace('@', '-')}-gateway.log"
+            log = logs / f"{name.replace('@', '-').replace('*', 'x')}-gateway.log"
             process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
             _ready(lambda: wait_for_http(name, port, "/healthz", process), log)
+            _ready(lambda: wait_for_listeners(name, port, processes, process), log)
             yield Target(name, port, process.pid, redis, redis_publisher)
         elif name == "naive":
             env = {"JOBWIRE_REDIS_URL": redis.url, "JOBWIRE_KEY_PREFIX": KEY_PREFIX}
