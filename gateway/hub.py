@@ -263,7 +263,8 @@ class Hub:
         feed.joining.add(subscriber)
         subscriber.holding[job_id] = []
         try:
-            await asyncio.wait_for(feed.subscribed.wait(), _SUBSCRIBE_TIMEOUT_S)
+            if not feed.subscribed.is_set():  # wait_for would make a task per join
+                await asyncio.wait_for(feed.subscribed.wait(), _SUBSCRIBE_TIMEOUT_S)
             if not self._replay_ring(subscriber, feed):
                 await self._backfill(subscriber, feed)
             for entry in subscriber.holding.pop(job_id):
