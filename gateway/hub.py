@@ -79,6 +79,11 @@ class Entry(NamedTuple):
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
+    @property
+    def size(self) -> int:
+        """Bytes the entry holds, as counted against the ring's byte bound."""
+        return len(self.payload) + len(self.frame)
+
     @classmethod
     def of(cls, raw_id: bytes | str, payload: bytes) -> Entry:
         text_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
@@ -146,7 +151,8 @@ class Feed:
 
     job_id: str
     channel: bytes
-    ring: deque[Entry]
+    ring: deque[Entry] = field(default_factory=deque)
+    ring_bytes: int = 0
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     last_id: StreamId | None = None  # the last event delivered live to this feed
     live: set[Subscriber] = field(default_factory=set)  # single-job, at last_id
@@ -226,6 +232,7 @@ class Hub:
             "subscribers": len(self._subscribers),
             "feeds": len(self._feeds),
             "ring_entries": sum(len(feed.ring) for feed in self._feeds.values()),
+            "ring_bytes": sum(feed.ring_bytes for feed in self._feeds.values()),
         }
 
     # -- subscribing --------------------------------------------------------------------
@@ -345,7 +352,7 @@ class Hub:
         if feed.last_id is not None and entry.id <= feed.last_id:
             return  # already delivered (pub/sub and a catch-up read overlap)
         feed.last_id = entry.id
-        feed.ring.append(entry)
+        self._remember(feed, entry)
         self._note(feed, entry.type, entry.ts)
         frame = entry.frame
         for subscriber in feed.live:
@@ -364,6 +371,18 @@ class Hub:
             for subscriber in list(feed.live):
                 self._close_job(subscriber, feed.job_id)
         self._schedule_flush()
+
+    def _remember(self, feed: Feed, entry: Entry) -> None:
+        """Keep `entry` in the job's ring, oldest out first past its count or byte bound (a
+        job of large events keeps fewer of them; the last one always stays)."""
+        ring = feed.ring
+        ring.append(entry)
+        feed.ring_bytes += entry.size
+        settings = self._settings
+        while len(ring) > settings.hub_ring_size or (
+            feed.ring_bytes > settings.hub_ring_bytes and len(ring) > 1
+        ):
+            feed.ring_bytes -= ring.popleft().size
 
     def _deliver_if_new(self, subscriber: Subscriber, job_id: str, entry: Entry) -> None:
         position = subscriber.cursor[job_id]
@@ -436,7 +455,7 @@ class Hub:
         feed = self._feeds.get(job_id)
         if feed is None:
             channel = self._keys.live(job_id).encode()
-            feed = Feed(job_id, channel, deque(maxlen=self._settings.hub_ring_size))
+            feed = Feed(job_id, channel)
             self._feeds[job_id] = feed
             self._by_channel[channel] = feed
             self._has_feeds.set()

@@ -90,6 +90,12 @@ class Settings:
     hub_ring_size: int = _setting(
         256, "Recent events the hub keeps framed per watched job, to serve reconnects from memory."
     )
+    hub_ring_bytes: int = _setting(
+        1_048_576,
+        "Most bytes of recent events the hub keeps per watched job (with JOBWIRE_HUB_RING_SIZE, "
+        "whichever bound is reached first); the gateway's ring memory is at most this times "
+        "the jobs it watches.",
+    )
     hub_linger_s: float = _setting(
         5.0, "How long the hub keeps watching a job after its last subscriber left."
     )
@@ -204,6 +210,7 @@ class Settings:
             "send_timeout_s",
             "max_buffer_bytes",
             "hub_ring_size",
+            "hub_ring_bytes",
             "max_body_bytes",
             "max_result_bytes",
             "job_timeout_s",

@@ -161,7 +161,10 @@ async def _one_of_each_ending(
     assert (await raw_get(port, "/jobs/no-such-job/events")).status == 404
     assert (await raw_get(port, path, {"Last-Event-ID": "garbage"})).status == 400
     await wait_until(
-        lambda: gateway.hub.counts() == {"subscribers": 0, "feeds": 0, "ring_entries": 0}
+        lambda: (
+            gateway.hub.counts()
+            == {"subscribers": 0, "feeds": 0, "ring_entries": 0, "ring_bytes": 0}
+        )
     )
 
 

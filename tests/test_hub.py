@@ -125,7 +125,10 @@ async def test_nothing_outlives_its_subscribers(
     await asyncio.gather(*watchers, return_exceptions=True)
 
     await wait_until(
-        lambda: gateway.hub.counts() == {"subscribers": 0, "feeds": 0, "ring_entries": 0}
+        lambda: (
+            gateway.hub.counts()
+            == {"subscribers": 0, "feeds": 0, "ring_entries": 0, "ring_bytes": 0}
+        )
     )
     channels = [Keys(settings.key_prefix).live(job_id) for job_id in jobs]
     await wait_until(lambda: _no_subscriptions(redis, channels))
@@ -255,3 +258,37 @@ async def test_a_silent_running_job_is_reported_stalled_until_it_speaks(
     assert resumed.event == "progress"
     assert after["stalled"] is False
     assert rest[-1].event == "completed"
+
+
+async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    ring_bytes = 64 * 1024
+    gateway = await start_gateway(settings.replace(hub_ring_bytes=ring_bytes))
+    publisher = Publisher(redis, settings)
+    job_id = "large-events"
+    await _start_job(publisher, job_id)
+    watcher = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+    await _publish(publisher, job_id, 30, size=10_000)  # ~20 KB per entry: frame + payload
+    await wait_until(lambda: gateway.hub.counts()["ring_entries"] > 0)
+
+    counts = gateway.hub.counts()
+    assert counts["ring_bytes"] <= ring_bytes
+    assert 1 <= counts["ring_entries"] <= 4, "30 large events, only the newest few kept"
+    stored = await stream_ids(redis, settings, job_id)
+    # From inside the ring (served from memory) and from behind it (read from the stream).
+    positions = (1, 10, len(stored) - 2)
+    resumes = [
+        asyncio.create_task(
+            raw_get(_port(gateway), f"/jobs/{job_id}/events", {"Last-Event-ID": stored[n]})
+        )
+        for n in positions
+    ]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 4)
+    await _finish(publisher, job_id)
+    stored = await stream_ids(redis, settings, job_id)
+
+    assert (await watcher).event_ids() == stored
+    for n, resumed in zip(positions, await asyncio.gather(*resumes), strict=True):
+        assert resumed.event_ids() == stored[n + 1 :]
