@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,50 +83,59 @@ def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
 def wait_for_port(
     name: str, port: int, process: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT_S
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(_PROBE_INTERVAL_S)
-    raise ServiceFailed(f"{name} did not listen on port {port} within {timeout:.0f}s")
+    """Until `port` accepts a connection."""
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    _wait_for(name, process, accepts, f"listen on port {port}", timeout)
 
 
 def wait_for_http(
     name: str, port: int, path: str, process: subprocess.Popen[bytes], timeout: float = 30.0
 ) -> None:
     """Until `GET path` answers 200."""
-    deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(request)
-                if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(_PROBE_INTERVAL_S)
-    raise ServiceFailed(f"{name} did not answer {path} within {timeout:.0f}s")
+
+    def answers() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(request)
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+
+    _wait_for(name, process, answers, f"answer {path}", timeout)
 
 
 def wait_for_listeners(
     name: str, port: int, count: int, process: subprocess.Popen[bytes], timeout: float = 30.0
 ) -> None:
     """Until `count` sockets listen on `port` (several processes sharing it, SO_REUSEPORT)."""
+
+    def listening() -> bool:
+        return _listening_sockets(port) >= count
+
+    _wait_for(name, process, listening, f"listen {count} times on port {port}", timeout)
+
+
+def _wait_for(
+    name: str,
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float,
+) -> None:
+    """Poll `ready` (an OSError counts as not yet) until it holds; the process must not exit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServiceFailed(f"{name} exited ({process.returncode}) during start-up")
-        if _listening_sockets(port) >= count:
-            return
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
         time.sleep(_PROBE_INTERVAL_S)
-    raise ServiceFailed(f"{name} did not listen {count} times on port {port} within {timeout:.0f}s")
+    raise ServiceFailed(f"{name} did not {what} within {timeout:.0f}s")
 
 
 def _listening_sockets(port: int) -> int:

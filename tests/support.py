@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import re
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -299,3 +300,30 @@ async def stream_ids(redis: Redis, settings: Settings, job_id: str) -> list[str]
     """The ids the job's stream holds, oldest first: what every client must have received."""
     entries = await redis.xrange(Keys(settings.key_prefix).events(job_id))
     return [entry_id.decode() for entry_id, _ in entries]
+
+
+def port_open(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def open_unread_stream(
+    port: int, path: str, receive_buffer: int | None = 4096
+) -> socket.socket:
+    """Send `GET path` over a bare socket that is then never read: with a small receive
+    buffer, the server's writes to it soon back up (a slow consumer)."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def close_with_reset(sock: socket.socket) -> None:
+    """Close with RST instead of FIN (SO_LINGER 0), like a lost network."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -15,14 +14,9 @@ import httpx
 import pytest
 
 from gateway.cli import COMMANDS, main
-from tests.support import collect_events, free_port, submit
+from tests.support import collect_events, free_port, port_open, submit
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: float) -> bytes:
@@ -66,7 +60,7 @@ async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as anyone:
             assert (await anyone.get(f"/jobs/{job_id}")).status_code == 401
         assert events[-1].event == "completed"
-        assert _port_open(redis_port)
+        assert port_open(redis_port)
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(40):
@@ -74,8 +68,8 @@ async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
             returncode = await process.wait()
 
     assert returncode == 0, output.decode()
-    assert not _port_open(port)
-    assert not _port_open(redis_port), "the private redis-server was stopped"
+    assert not port_open(port)
+    assert not port_open(redis_port), "the private redis-server was stopped"
 
 
 def test_commands_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:

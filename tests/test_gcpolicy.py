@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import weakref
 from collections.abc import Iterator
 from types import CoroutineType, FrameType
@@ -20,7 +19,7 @@ from shared.publish import Publisher
 from shared.settings import Settings
 from shared.streamid import StreamId
 from tests.conftest import Gateway, StartGateway
-from tests.support import raw_get, wait_until
+from tests.support import close_with_reset, open_unread_stream, raw_get, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,15 +139,14 @@ async def _one_of_each_ending(
         asyncio.create_task(raw_get(port, path, {"Last-Event-ID": str(first_id)})) for _ in range(5)
     ]
     leaving = [asyncio.create_task(raw_get(port, path)) for _ in range(5)]
-    reset = [await _connect(port, path, receive_buffer=None) for _ in range(5)]
-    stalled = [await _connect(port, path, receive_buffer=4096) for _ in range(5)]
+    reset = [await open_unread_stream(port, path, receive_buffer=None) for _ in range(5)]
+    stalled = [await open_unread_stream(port, path) for _ in range(5)]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 25)
 
     for task in leaving:
         task.cancel()
     for sock in reset:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()
+        close_with_reset(sock)
     for n in range(100):  # more than the kernel's buffers take (4 MiB): never-readers are cut
         data = {"current": n, "pad": "x" * 65_536}
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
@@ -166,17 +164,6 @@ async def _one_of_each_ending(
             == {"subscribers": 0, "feeds": 0, "ring_entries": 0, "ring_bytes": 0}
         )
     )
-
-
-async def _connect(port: int, path: str, receive_buffer: int | None) -> socket.socket:
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return sock
 
 
 def _is_stream_object(item: object) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,7 +16,15 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, raw_get, read_events, stream_ids, wait_until
+from tests.support import (
+    RawResponse,
+    close_with_reset,
+    open_unread_stream,
+    raw_get,
+    read_events,
+    stream_ids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -171,7 +178,8 @@ async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
     publisher = Publisher(redis, settings)
     job_id = "flooded-job"
     await _start_job(publisher, job_id)
-    stalled = [await _never_reading(_port(gateway), f"/jobs/{job_id}/events") for _ in range(1000)]
+    path = f"/jobs/{job_id}/events"
+    stalled = [await open_unread_stream(_port(gateway), path) for _ in range(1000)]
     reader = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1001, timeout=30)
     peak = 0
@@ -189,17 +197,6 @@ async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
     assert peak <= 1000 * (limit + 64 * 1024)
 
 
-async def _never_reading(port: int, path: str) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    await asyncio.get_running_loop().sock_sendall(
-        sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    )
-    return sock
-
-
 def _buffered(gateway: Gateway) -> int:
     return sum(s.connection.buffered() for s in gateway.hub._subscribers)
 
@@ -211,15 +208,14 @@ async def test_connections_dying_mid_write_do_not_stop_delivery(
     publisher = Publisher(redis, settings)
     job_id = "dying-job"
     await _start_job(publisher, job_id)
-    dying = [await _never_reading(_port(gateway), f"/jobs/{job_id}/events") for _ in range(50)]
+    dying = [await open_unread_stream(_port(gateway), f"/jobs/{job_id}/events") for _ in range(50)]
     survivors = [
         asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events")) for _ in range(5)
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 55)
     for n, sock in enumerate(dying):
-        # A reset (SO_LINGER 0) in the middle of the flood: the next write to it fails.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()
+        # A reset in the middle of the flood: the next write to it fails.
+        close_with_reset(sock)
         await _publish(publisher, job_id, 2 + n % 3, size=500)
     await _finish(publisher, job_id)
     responses = await asyncio.gather(*survivors)

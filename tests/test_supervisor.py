@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.support import free_port, raw_get, stream_ids, wait_until
+from tests.support import free_port, port_open, raw_get, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -51,11 +51,6 @@ def _listening_sockets(port: int) -> int:
     return sum(
         1 for local, state in local_and_state if local.endswith(f":{port:04X}") and state == "0A"
     )
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def _ready(url: str) -> bool:
@@ -159,7 +154,7 @@ async def test_a_process_that_dies_is_restarted_and_sigterm_stops_all(
         returncode = await process.wait()
     assert returncode == 0
     assert _gateway_processes(process.pid) == []
-    assert not _port_open(port)
+    assert not port_open(port)
 
 
 async def test_processes_that_cannot_start_stop_the_supervisor(settings: Settings) -> None:
@@ -185,4 +180,4 @@ async def test_processes_stop_when_their_supervisor_is_killed(
     await process.wait()
 
     await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20)
-    assert not _port_open(port)
+    assert not port_open(port)
