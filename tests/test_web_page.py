@@ -419,3 +419,19 @@ async def test_a_refused_key_opens_the_settings_to_enter_another(
     job = await page.submit("demo.tokens", text="let in", delay_ms=1)
     await page.wait_status(job, "completed")
     assert await page.output(job) == "let in"
+
+
+async def test_what_was_typed_survives_a_reload_of_the_job_list(
+    stack: Gateway, context: BrowserContext
+) -> None:
+    page = await open_page(context, stack)
+    await page.page.select_option("#job-name", "demo.tokens")
+    await page.page.fill("#arg-text", "kept")
+    # Saving a key reloads the job list, and with it the form's argument fields.
+    await page.page.locator("#settings summary").click()
+    async with page.page.expect_response(lambda response: "/catalog" in response.url):
+        await page.page.get_by_label("API key").fill("another")
+        await page.page.get_by_role("button", name="Save key").click()
+    await page.page.locator("#arg-text").wait_for()
+
+    assert await page.page.input_value("#arg-text") == "kept"

@@ -164,7 +164,14 @@ export class JobCard {
 }
 
 export function renderArgumentFields(fieldset, spec) {
-  for (const old of fieldset.querySelectorAll(".arg")) old.remove();
+  // Rendered again whenever the catalog is reloaded (a new key, a retry): what the user
+  // already typed into a field of the same name stays.
+  const typed = new Map();
+  for (const old of fieldset.querySelectorAll(".arg")) {
+    const field = old.querySelector("input, textarea");
+    if (field?.value) typed.set(field.name, field.value);
+    old.remove();
+  }
   const params = spec ? [...spec.params] : [];
   if (spec?.accepts_any) params.push("*");
   for (const param of params) {
@@ -187,6 +194,7 @@ export function renderArgumentFields(fieldset, spec) {
       input.required = required;
       input.placeholder = required ? "" : "default";
     }
+    input.value = typed.get(param) ?? "";
     wrapper.append(label, input);
     fieldset.append(wrapper);
   }
