@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY worker ./worker
 COPY gateway ./gateway
-COPY client ./client
+COPY jobwire ./jobwire
 RUN pip install . \
     && rm -rf /src \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin jobwire

@@ -36,8 +36,9 @@ from bench.processes import (
 __all__ = ["EVENTS_PATH", "TARGETS", "RedisServer", "Target", "redis_server", "start_target"]
 
 TARGETS = ("jobwire", "jobwire*2", "naive", "nchan")
-# `jobwire gateway` from a source tree other than the installed one.
-_GATEWAY_FROM_TREE = "import sys; from gateway.cli import main; sys.exit(main(['gateway']))"
+# `jobwire gateway` from a source tree other than the installed one (every tree since the
+# first gateway has `gateway/__main__.py`).
+_GATEWAY_FROM_TREE = "import runpy; runpy.run_module('gateway', run_name='__main__')"
 EVENTS_PATH = "/jobs/{job}/events"
 KEY_PREFIX = "jobwire"
 # Redis keeps 32 descriptors for itself below the 20,000 open-file limit.

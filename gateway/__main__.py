@@ -1,5 +1,7 @@
+"""`python -m gateway`: the gateway, configured from `JOBWIRE_*` variables."""
+
 import sys
 
-from gateway.cli import main
+from jobwire.cli import main
 
 sys.exit(main(["gateway"]))

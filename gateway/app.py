@@ -16,13 +16,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import health, jobs, multistream, openapi, page, stream
-from gateway.auth import Access, install_log_redaction
-from gateway.errors import error_response, exception_handlers
-from gateway.gatewayapp import GatewayApp
-from gateway.hub import Hub
-from gateway.limits import Limits
-from gateway.services import Services
+from gateway.endpoints import health, jobs, multistream, openapi, page, stream
+from gateway.endpoints.auth import Access, install_log_redaction
+from gateway.endpoints.dispatch import GatewayApp
+from gateway.endpoints.errors import error_response, exception_handlers
+from gateway.endpoints.limits import Limits
+from gateway.endpoints.services import Services
+from gateway.engine.hub import Hub
 from shared.clients import connection_pool, create_redis
 from shared.keys import Keys
 from shared.publish import Publisher

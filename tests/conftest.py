@@ -22,8 +22,8 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from gateway.hub import Hub
-from gateway.server import GatewayServer, build_server
+from gateway.engine.hub import Hub
+from gateway.processes.server import GatewayServer, build_server
 from shared.catalog import count_alive, load_catalog
 from shared.clients import create_redis
 from shared.keys import Keys

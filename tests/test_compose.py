@@ -24,8 +24,8 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from gateway import cli
-from gateway.auth import Access
+from gateway.endpoints.auth import Access
+from jobwire import cli
 from shared.catalog import ALIVE_WITHIN_S, count_alive, mark_alive
 from shared.keys import Keys
 from shared.settings import Settings, env_names
@@ -86,7 +86,7 @@ def _assert_entry_point(argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
         assert importlib.util.find_spec(f"{argv[2]}.__main__") is not None, argv
         return
     assert argv[0] in PYPROJECT["project"]["scripts"], argv
-    assert PYPROJECT["project"]["scripts"][argv[0]] == "gateway.cli:main"
+    assert PYPROJECT["project"]["scripts"][argv[0]] == "jobwire.cli:main"
     assert argv[1] in cli.COMMANDS, argv
     with pytest.raises(SystemExit) as exited:
         cli.main([*argv[1:], "--help"])
@@ -303,7 +303,7 @@ def test_package_data_covers_every_non_python_file() -> None:
     """`pip install .` (the image) ships only .py files and the declared package data."""
     package_data: dict[str, list[str]] = PYPROJECT["tool"]["setuptools"]["package-data"]
     missing = []
-    for package in ("shared", "worker", "gateway"):
+    for package in ("jobwire", "shared", "worker", "gateway"):
         for path in (ROOT / package).rglob("*"):
             if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from playwright.async_api import Browser, Locator, Page, Playwright, Response
 
-from gateway.server import build_server
+from gateway.processes.server import build_server
 from shared.settings import Settings
 from tests.conftest import Gateway
 from tests.support import wait_until

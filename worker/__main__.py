@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
+from shared.logs import configure_logging
 from shared.settings import Settings
 from worker.main import run
 
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     run(settings)
 
 

@@ -1,0 +1,38 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.endpoints.services import services
+from shared.catalog import ALIVE_WITHIN_S, count_alive
+
+__all__ = ["healthz", "readyz"]
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """The process is up and serving requests."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Redis answers; reports how many workers are alive.
+
+    No live worker still means ready: submitting queues the job, and the answer says so.
+    """
+    svc = services(request)
+    try:
+        await svc.redis.ping()
+        await svc.queue.ping()
+        workers = await count_alive(svc.redis, svc.keys, ALIVE_WITHIN_S)
+    except (RedisError, OSError) as exc:
+        return JSONResponse(
+            {"status": "unavailable", "redis": f"{type(exc).__name__}: {exc}", "workers": None},
+            status_code=503,
+        )
+    body: dict[str, object] = {"status": "ok", "redis": "ok", "workers": workers}
+    if workers == 0:
+        body["warning"] = "no worker is alive: submitted jobs wait in the queue"
+    return JSONResponse(body)

@@ -1,0 +1,166 @@
+"""The REST side of a job: submit, read its state, cancel it.
+
+Each needs an API key (`gateway.endpoints.auth`); reading the state takes the job's watch token too.
+A job belongs to the key that submitted it: another key gets 404, as for no job at all.
+"""
+
+from __future__ import annotations
+
+import orjson
+from arq.constants import abort_jobs_ss
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from gateway.endpoints.auth import OWNER, Caller, access, require_api_key, require_viewer
+from gateway.endpoints.errors import APIError
+from gateway.endpoints.limits import limits
+from gateway.endpoints.lookup import job_not_found, load_snapshot, path_job_id
+from gateway.endpoints.services import Services, services
+from gateway.endpoints.stream import event_stream
+from gateway.endpoints.submission import Submission, check_against_catalog, read_submission
+from gateway.engine.resume import Resume
+from shared.catalog import load_catalog
+from shared.events import EventType, make_event, now_ms
+from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus, is_stalled
+
+__all__ = ["cancel", "status", "submit"]
+
+# Statuses in which the job sits in arq's queue rather than running: arq drops an aborted
+# queued job without calling it, so the gateway writes `cancelled` itself.
+_WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
+
+
+async def submit(request: Request) -> ASGIApp:
+    """Queue a job: 202 (200 for the same job again) with its URLs, or with
+    `Accept: text/event-stream` its event stream right away (the LLM-API pattern)."""
+    svc = services(request)
+    caller = require_api_key(request)
+    if not _wants_stream(request):
+        limits(request).take_submit(caller.key_id)
+        return await _queue(request, svc, caller, await _read(request, svc, caller))
+    with limits(request).stream_slot(caller.counted_keys) as slot:
+        limits(request).take_submit(caller.key_id)
+        submission = await _read(request, svc, caller)
+        await _queue(request, svc, caller, submission)
+        resume = Resume(submission.job_id, after=None, reset=None, finished=False)
+        return slot.guard(event_stream(svc, [resume]))
+
+
+async def _read(request: Request, svc: Services, caller: Caller) -> Submission:
+    # The caller scopes the Idempotency-Key: two keys sending the same one get two jobs.
+    submission = await read_submission(request, svc.settings.max_body_bytes, caller.key_id)
+    check_against_catalog(submission, await load_catalog(svc.redis, svc.keys))
+    return submission
+
+
+async def _queue(
+    request: Request, svc: Services, caller: Caller, submission: Submission
+) -> JSONResponse:
+    queued = make_event(
+        EventType.QUEUED,
+        submission.job_id,
+        attempt=0,
+        data={"name": submission.name, "args": submission.args},
+    )
+    result = await svc.publisher.publish(queued, create=True)
+    if not result.accepted:
+        await _check_same_job(svc, submission, caller)
+        return _accepted(request, submission.job_id, result.status or "queued", 200, caller)
+    if caller.key_id:
+        # Before the job can run; until this is written the job is nobody's (404 to all).
+        await svc.redis.hset(svc.keys.state(submission.job_id), OWNER, caller.key_id)  # type: ignore[misc]
+    job = await svc.queue.enqueue_job(submission.name, _job_id=submission.job_id, **submission.args)
+    if job is None:
+        await _refuse_duplicate(svc, submission.job_id)
+    return _accepted(request, submission.job_id, JobStatus.QUEUED.value, 202, caller)
+
+
+async def status(request: Request) -> JSONResponse:
+    """The job's state snapshot, for its API key or its watch token."""
+    svc = services(request)
+    job_id = path_job_id(request)
+    viewer = require_viewer(request, [job_id])
+    state = await load_snapshot(svc, job_id)
+    if state is None or not viewer.owns(state):
+        raise job_not_found(job_id)
+    heartbeat_s = svc.settings.heartbeat_s
+    state["stalled"] = is_stalled(state["status"], state["updated_at"], heartbeat_s, now_ms())
+    return JSONResponse(state)
+
+
+async def cancel(request: Request) -> JSONResponse:
+    svc = services(request)
+    job_id = path_job_id(request)
+    caller = require_api_key(request)
+    state = await load_snapshot(svc, job_id)
+    if state is None or (caller.key_id and state.get(OWNER) != caller.key_id):
+        raise job_not_found(job_id)
+    job_status = JobStatus(state["status"])
+    if job_status in TERMINAL_STATUSES:
+        raise APIError(409, "job_finished", f"job {job_id} already {job_status.value}")
+    await svc.redis.hset(svc.keys.state(job_id), CANCEL_REQUESTED, str(now_ms()))  # type: ignore[misc]
+    await _abort_in_queue(svc, job_id)
+    if job_status in _WAITING:
+        event = make_event(
+            EventType.CANCELLED, job_id, state["attempt"], {"reason": "cancelled before start"}
+        )
+        await svc.publisher.publish(event)
+        return JSONResponse({"job_id": job_id, "status": "cancelled"}, 202)
+    return JSONResponse({"job_id": job_id, "status": "cancelling"}, 202)
+
+
+async def _check_same_job(svc: Services, submission: Submission, caller: Caller) -> None:
+    fields = [b"name", b"args", OWNER.encode()]
+    name, args, owner = await svc.redis.hmget(svc.keys.state(submission.job_id), fields)  # type: ignore[misc]
+    same_owner = not caller.key_id or owner == caller.key_id.encode()
+    if (
+        name is None
+        or not same_owner
+        or name.decode() != submission.name
+        or orjson.loads(args) != submission.args
+    ):
+        # Another key's job is told apart from nothing else: the id is simply taken.
+        raise APIError(
+            409,
+            "job_id_taken",
+            f"job {submission.job_id} exists with a different name, args or API key",
+        )
+
+
+async def _refuse_duplicate(svc: Services, job_id: str) -> None:
+    """arq still holds a job or result under this id (its state expired before arq's did)."""
+    failed = make_event(
+        EventType.FAILED,
+        job_id,
+        attempt=0,
+        data={"type": "DuplicateJobId", "message": "the queue already holds a job with this id"},
+    )
+    await svc.publisher.publish(failed)
+    raise APIError(409, "job_id_taken", f"the queue already holds a job {job_id}")
+
+
+async def _abort_in_queue(svc: Services, job_id: str) -> None:
+    """Ask arq to abort the job; a worker running it sees this within its poll delay."""
+    # What arq's Job.abort() does, without its polling for the outcome: the stream carries it.
+    await svc.queue.zadd(abort_jobs_ss, {job_id: now_ms()})
+
+
+def _accepted(
+    request: Request, job_id: str, job_status: str, code: int, caller: Caller
+) -> JSONResponse:
+    status_url = str(request.url_for("status", job_id=job_id))
+    body = {
+        "job_id": job_id,
+        "status": job_status,
+        "status_url": status_url,
+        "events_url": str(request.url_for("events", job_id=job_id)),
+        # Opens this job's events (and state) without the API key: for a browser's
+        # EventSource (`?token=`) or whoever is handed the job. None when auth is disabled.
+        "watch_token": access(request).issue(job_id, caller.key_id),
+    }
+    return JSONResponse(body, code, headers={"Location": status_url})
+
+
+def _wants_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")

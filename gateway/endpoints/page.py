@@ -1,0 +1,54 @@
+"""The web page: `/` and its static files, and `GET /catalog`, the job names the page offers.
+
+The page is plain HTML, CSS and JavaScript modules shipped inside the package, so it works
+with no build step and no network beyond the gateway itself (a LAN without internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.endpoints.auth import require_api_key
+from gateway.endpoints.services import services
+from shared.catalog import load_catalog
+
+__all__ = ["STATIC_DIR", "catalog", "index", "routes"]
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+# The page loads nothing from anywhere but the gateway, and renders job data as text only.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # A new deploy's page is picked up on the next load.
+    "Cache-Control": "no-cache",
+}
+
+
+async def index(request: Request) -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+
+async def catalog(request: Request) -> JSONResponse:
+    """The jobs workers advertise: name, params, required, accepts_any and doc, by name."""
+    require_api_key(request)
+    svc = services(request)
+    specs = await load_catalog(svc.redis, svc.keys)
+    return JSONResponse({"jobs": [specs[name] for name in sorted(specs)]})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", index, methods=["GET"]),
+        Route("/catalog", catalog, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]

@@ -1,0 +1,129 @@
+"""Reading and checking a `POST /jobs` body: size, content type, JSON shape, and the job's
+name and arguments against the catalog the workers advertise."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+
+from gateway.endpoints.errors import APIError
+from shared.catalog import JobSpec
+from shared.keys import InvalidJobId, validate_job_id
+
+__all__ = ["Submission", "check_against_catalog", "read_submission"]
+
+# `curl -d` sends form-urlencoded by default; the walkthrough's one-liners must just work,
+# so such a body is read as JSON too. Anything else that is not JSON is refused.
+_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+_FIELDS = {"name", "args", "job_id"}
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    name: str
+    args: dict[str, Any]
+    job_id: str
+
+
+async def read_submission(request: Request, max_bytes: int, caller: str = "") -> Submission:
+    """The submission in `request`; `caller` scopes its Idempotency-Key (the API key's id)."""
+    _check_content_type(request.headers.get("content-type"))
+    body = await _read_body(request, max_bytes)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and isinstance(value, dict):
+        value = _with_idempotent_job_id(value, idempotency_key, caller)
+    return _parse(value)
+
+
+def _with_idempotent_job_id(value: dict[str, Any], key: str, caller: str) -> dict[str, Any]:
+    """A retried POST with the same Idempotency-Key names the same job, so it is not run twice."""
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise APIError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+        )
+    if "job_id" in value:
+        raise APIError(400, "invalid_request", "give 'job_id' or Idempotency-Key, not both")
+    digest = hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()[:32]
+    return {**value, "job_id": f"idem-{digest}"}
+
+
+def check_against_catalog(submission: Submission, catalog: dict[str, JobSpec]) -> None:
+    spec = catalog.get(submission.name)
+    if spec is None:
+        raise APIError(
+            422,
+            "unknown_job",
+            {"message": f"no job is named {submission.name!r}", "known": sorted(catalog)},
+        )
+    given = set(submission.args)
+    unknown = sorted(given - set(spec["params"])) if not spec["accepts_any"] else []
+    missing = sorted(set(spec["required"]) - given)
+    if unknown or missing:
+        raise APIError(
+            422,
+            "invalid_args",
+            {"unknown": unknown, "missing": missing, "params": spec["params"]},
+        )
+
+
+def _check_content_type(content_type: str | None) -> None:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        raise APIError(
+            400, "unsupported_media_type", f"send application/json, not {media_type[:100]!r}"
+        )
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    too_large = APIError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client is gone: nobody reads this answer; it only keeps the log clean.
+        raise APIError(
+            400, "incomplete_body", "the connection closed before the body ended"
+        ) from None
+    return b"".join(chunks)
+
+
+def _parse(value: Any) -> Submission:
+    if not isinstance(value, dict):
+        raise APIError(400, "invalid_request", "the body must be a JSON object")
+    unknown = sorted(set(value) - _FIELDS)
+    if unknown:
+        raise APIError(400, "invalid_request", f"unknown fields: {', '.join(unknown)}")
+    name, args, job_id = value.get("name"), value.get("args", {}), value.get("job_id")
+    if not isinstance(name, str) or not name:
+        raise APIError(400, "invalid_request", "'name' must be a non-empty string")
+    if not isinstance(args, dict):
+        raise APIError(400, "invalid_request", "'args' must be a JSON object")
+    if job_id is None:
+        job_id = uuid.uuid4().hex
+    elif not isinstance(job_id, str):
+        raise APIError(400, "invalid_request", "'job_id' must be a string")
+    try:
+        validate_job_id(job_id)
+    except InvalidJobId as exc:
+        raise APIError(400, "invalid_job_id", str(exc)) from None
+    return Submission(name=name, args=args, job_id=job_id)

@@ -1,0 +1,33 @@
+"""Where one subscriber starts in one job: the hub's input, decided before the stream opens.
+
+A multi-job stream's position is a cursor, one stream id per job: `<job>:<ms>-<seq>` entries
+joined by `,` (`:` and `,` never occur in job ids). Only its formatting lives here, since the
+hub writes it into every composite frame; reading a client's position is the HTTP layer's
+(`gateway.endpoints.position`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.state import JobStatus
+from shared.streamid import StreamId
+
+__all__ = ["Resume", "format_cursor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where one job's events start for this subscriber."""
+
+    job_id: str
+    after: StreamId | None  # deliver events after this id; None: from the stream's start
+    reset: dict[str, Any] | None  # the `reset` event's data, when the position is not vouched
+    finished: bool  # the subscriber already has the terminal event
+    status: str = JobStatus.QUEUED.value  # as the state hash had it when the stream opened
+    updated_at: int = 0  # unix ms of the job's last event then
+
+
+def format_cursor(cursor: dict[str, StreamId]) -> str:
+    return ",".join(f"{job_id}:{position}" for job_id, position in cursor.items())

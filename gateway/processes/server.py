@@ -1,0 +1,68 @@
+"""Serving the gateway with uvicorn, with open event streams ended as shutdown begins."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.processes.gcpolicy import GcPolicy
+from gateway.processes.protocol import StreamingHttpProtocol
+from shared.settings import Settings
+
+__all__ = ["GatewayServer", "serve"]
+
+# How long uvicorn waits for open requests once streams were asked to end.
+GRACEFUL_SHUTDOWN_S = 10
+
+
+class GatewayServer(uvicorn.Server):
+    """A uvicorn server that tells the app when shutdown begins, not when it ends.
+
+    uvicorn runs the app's lifespan shutdown only after every connection closed, which an
+    event stream never does by itself; setting the app's `shutdown` event first lets streams
+    end at once, so clients reconnect elsewhere while this process drains.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, shutdown: asyncio.Event, gc_policy: GcPolicy | None = None
+    ) -> None:
+        super().__init__(config)
+        self._app_shutdown = shutdown
+        self._gc_policy = gc_policy
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._gc_policy is not None:
+            self._gc_policy.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._app_shutdown.set()
+        await super().shutdown(sockets)
+        if self._gc_policy is not None:
+            await self._gc_policy.stop()
+
+
+def build_server(
+    settings: Settings, gc_policy: GcPolicy | None = None, **config: object
+) -> GatewayServer:
+    app = create_app(settings)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http=StreamingHttpProtocol,
+        **config,  # type: ignore[arg-type]
+    )
+    return GatewayServer(uvicorn_config, app.state.shutdown, gc_policy)
+
+
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run the gateway as this process's only job, owning its garbage-collection policy;
+    on `sock` when given (one of several processes), else on the settings' host and port."""
+    server = build_server(settings, GcPolicy(settings.gc_full_collect_s))
+    server.run(sockets=None if sock is None else [sock])

@@ -1,0 +1,88 @@
+"""Jobwire: live, resumable progress for long-running jobs.
+
+What a user imports comes from here: the job author's API (`JobRegistry`, `Progress`,
+`Retry`, ...) and the Python client (`Client`, `Job`, `JobEvent`, ...). Each is imported on
+first use, so `import jobwire` (and the `jobwire` command) stays light: a client never loads
+arq, a worker never loads httpx.
+
+The repository's `shared/`, `worker/` and `gateway/` are installed as top-level packages of
+the same names (docs/architecture.md, "Package roots", says why); `jobwire.client` is the
+Python client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobwire.client import (
+        Backoff,
+        Client,
+        ConnectionState,
+        GatewayError,
+        GatewayUnreachable,
+        Job,
+        JobCancelled,
+        JobEvent,
+        JobFailed,
+        JobwireError,
+        RequestRejected,
+    )
+    from jobwire.client.sync import SyncClient
+    from worker import JobEnded, JobFunction, JobRegistry, LogLevel, Progress, Retry
+
+__all__ = [
+    "Backoff",
+    "Client",
+    "ConnectionState",
+    "GatewayError",
+    "GatewayUnreachable",
+    "Job",
+    "JobCancelled",
+    "JobEnded",
+    "JobEvent",
+    "JobFailed",
+    "JobFunction",
+    "JobRegistry",
+    "JobwireError",
+    "LogLevel",
+    "Progress",
+    "RequestRejected",
+    "Retry",
+    "SyncClient",
+]
+
+_HOMES = {
+    **dict.fromkeys(
+        ("JobEnded", "JobFunction", "JobRegistry", "LogLevel", "Progress", "Retry"), "worker"
+    ),
+    "SyncClient": "jobwire.client.sync",
+    **dict.fromkeys(
+        (
+            "Backoff",
+            "Client",
+            "ConnectionState",
+            "GatewayError",
+            "GatewayUnreachable",
+            "Job",
+            "JobCancelled",
+            "JobEvent",
+            "JobFailed",
+            "JobwireError",
+            "RequestRejected",
+        ),
+        "jobwire.client",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'jobwire' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,7 @@
+"""`python -m jobwire`: the `jobwire` command."""
+
+import sys
+
+from jobwire.cli import main
+
+sys.exit(main())

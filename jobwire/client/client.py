@@ -1,0 +1,121 @@
+"""`Client`: submit jobs to a Jobwire gateway and follow them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from jobwire.client.backoff import Backoff
+from jobwire.client.errors import GatewayError, GatewayUnreachable
+from jobwire.client.http import authorization, check_answer, describe
+from jobwire.client.job import Job
+from jobwire.client.stream import StreamOptions
+
+__all__ = ["DEFAULT_URL", "Client"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_BACKOFF = Backoff()
+
+
+class Client:
+    """An async client of one gateway. Use it as `async with Client(url) as client:` or call
+    `aclose()` when done.
+
+    `api_key` is sent as `Authorization: Bearer` on every request. Without one, a job's
+    `watch_token` (given by the gateway at submit, or to `job()`) is sent to watch that job.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 10.0,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        read_timeout_s: float = 45.0,
+        give_up_after_s: float | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        self.stream_options = StreamOptions(
+            backoff=backoff, read_timeout_s=read_timeout_s, give_up_after_s=give_up_after_s
+        )
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout_s,
+            headers={"User-Agent": "jobwire-client"},
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def submit(self, name: str, /, **args: Any) -> Job:
+        """Submits the job `name` with keyword arguments `args`."""
+        return await self.submit_job(name, args)
+
+    async def submit_job(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """`submit` with every option: your own `job_id`, or an `idempotency_key` that makes a
+        retried submit return the same job instead of starting another."""
+        body: dict[str, Any] = {"name": name, "args": dict(args or {})}
+        if job_id is not None:
+            body["job_id"] = job_id
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        answer = await self.request(
+            "POST", "/jobs", json=body, headers=headers, expected=(200, 202)
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("job_id"), str):
+            raise GatewayError(200, "the submit answer names no job_id")
+        urls = {
+            key.removesuffix("_url"): value
+            for key, value in answer.items()
+            if key.endswith("_url") and isinstance(value, str)
+        }
+        return Job(self, answer["job_id"], watch_token=answer.get("watch_token"), urls=urls)
+
+    def job(self, job_id: str, watch_token: str | None = None) -> Job:
+        """A job submitted before (by anyone): watch it, wait for it, cancel it."""
+        return Job(self, job_id, watch_token=watch_token)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        expected: tuple[int, ...],
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One REST call; returns the JSON body of an `expected` answer, raises otherwise."""
+        try:
+            response = await self.http.request(
+                method,
+                path,
+                json=json,
+                headers={**authorization(self.api_key), **(headers or {})},
+            )
+        except httpx.UnsupportedProtocol:
+            raise
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"{self.base_url}: {describe(exc)}") from exc
+        return check_answer(response, expected)

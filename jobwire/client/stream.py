@@ -1,0 +1,168 @@
+"""One job's events across any number of connections: the resume loop.
+
+On a network error, a timeout, an early end of the stream or an answer other than 200, it
+waits (exponential backoff with jitter) and reconnects with `Last-Event-ID` set to the last
+stored event it delivered. The gateway then sends exactly what came after, and any event at or
+before that position is dropped anyway, so a consumer never sees a duplicate. It stops after
+the terminal event, on 204 (nothing left after the position), and raises on a 4xx that
+retrying cannot fix (400, 401, 403, 404, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import cast
+
+import httpx
+
+from jobwire.client.backoff import Backoff
+from jobwire.client.errors import GatewayUnreachable
+from jobwire.client.events import InvalidEvent, JobEvent, parse_event
+from jobwire.client.http import (
+    RETRYABLE_CLIENT_ERRORS,
+    authorization,
+    describe,
+    rejection,
+    retry_after_s,
+)
+from jobwire.client.sse import EventStreamTooLarge, SSEParser
+from shared.streamid import StreamId
+
+__all__ = ["ConnectionListener", "ConnectionState", "StreamOptions", "stream_events"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """Told to a listener when a stream connects, and when it is lost (with the wait before
+    the next attempt)."""
+
+    connected: bool
+    reason: str | None = None
+    failures: int = 0
+    retry_in_s: float | None = None
+
+
+ConnectionListener = Callable[[ConnectionState], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    backoff: Backoff = field(default_factory=Backoff)
+    # The gateway pings an idle stream every JOBWIRE_PING_S (15 s by default): three missed
+    # pings mean the connection is dead even if no error says so.
+    read_timeout_s: float = 45.0
+    connect_timeout_s: float = 10.0
+    # None: keep trying for as long as the consumer waits (like a browser's EventSource).
+    give_up_after_s: float | None = None
+
+
+class _Retry(Exception):
+    """An answer worth trying again after a while."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Position:
+    """The last stored event delivered. After a `reset` the gateway starts over from what the
+    stream still holds, so the next stored event is taken whatever its id."""
+
+    def __init__(self, after: str | None) -> None:
+        self.last = None if after is None else StreamId.parse(after)
+        self._after_reset = False
+
+    def take(self, event: JobEvent) -> bool:
+        """Whether `event` is new; moves the position if it is."""
+        stream_id = event.stream_id
+        if stream_id is None:
+            self._after_reset = self._after_reset or event.is_reset
+            return True
+        if self.last is not None and stream_id <= self.last and not self._after_reset:
+            return False
+        self.last, self._after_reset = stream_id, False
+        return True
+
+
+async def stream_events(
+    http: httpx.AsyncClient,
+    job_id: str,
+    path: str,
+    *,
+    credential: str | None = None,
+    after: str | None = None,
+    options: StreamOptions = StreamOptions(),
+    on_connection: ConnectionListener | None = None,
+) -> AsyncGenerator[JobEvent, None]:
+    """Every event of the job after `after` (from its first without it), each exactly once."""
+    position = _Position(after)
+    failures = 0
+    lost_since: float | None = None
+    timeout = httpx.Timeout(options.connect_timeout_s, read=options.read_timeout_s)
+    while True:
+        retry_after = None
+        try:
+            headers = _headers(position.last, credential)
+            async with http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                if await _finished(response):
+                    return
+                if on_connection is not None:
+                    on_connection(ConnectionState(connected=True))
+                parser = SSEParser()
+                # Closed here, not left to the garbage collector after an early return.
+                chunks_of = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+                async with aclosing(chunks_of) as chunks:
+                    async for chunk in chunks:
+                        for message in parser.feed(chunk):
+                            event = parse_event(message, job_id)
+                            if not position.take(event):
+                                continue
+                            failures, lost_since = 0, None
+                            yield event
+                            if event.is_terminal:
+                                return
+            reason = "the stream ended before the job did"
+        except _Retry as exc:
+            reason, retry_after = str(exc), exc.retry_after
+        except httpx.UnsupportedProtocol:
+            raise
+        except (httpx.TransportError, InvalidEvent, EventStreamTooLarge) as exc:
+            reason = describe(exc)
+        failures += 1
+        lost_since = time.monotonic() if lost_since is None else lost_since
+        if (
+            options.give_up_after_s is not None
+            and time.monotonic() - lost_since > options.give_up_after_s
+        ):
+            raise GatewayUnreachable(f"no events from the gateway for job {job_id}: {reason}")
+        delay = options.backoff.delay(failures, retry_after)
+        if on_connection is not None:
+            on_connection(ConnectionState(False, reason, failures, delay))
+        await asyncio.sleep(delay)
+
+
+def _headers(position: StreamId | None, credential: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    if position is not None:
+        headers["Last-Event-ID"] = str(position)
+    return headers | authorization(credential)
+
+
+async def _finished(response: httpx.Response) -> bool:
+    """True on 204; returns False for a stream to read; raises for anything else."""
+    status = response.status_code
+    if status == 204:
+        return True
+    if status == 200:
+        content_type = response.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "text/event-stream":
+            raise _Retry(f"HTTP 200 but not an event stream ({content_type[:60]!r})")
+        return False
+    await response.aread()
+    if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+        raise rejection(response)
+    raise _Retry(f"HTTP {status}", retry_after_s(response))

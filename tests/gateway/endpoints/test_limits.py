@@ -1,0 +1,266 @@
+"""Per-key limits: open streams and submit rate, counted per gateway process; 429 with
+Retry-After above them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack, aclosing
+from typing import cast
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.types import Receive, Scope, Send
+
+from gateway.endpoints.errors import APIError
+from gateway.endpoints.limits import STREAM_RETRY_AFTER_S, Limits
+from shared.settings import Settings
+from tests.auth_support import (
+    ALICE_KEY,
+    BOB_KEY,
+    WAITING_JOB,
+    advertise_waiting_job,
+    bearer,
+    submit_as,
+    with_auth,
+)
+from tests.conftest import Gateway, StartGateway
+from tests.support import ServerSentEvent, read_events, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refused(call: object) -> APIError:
+    assert callable(call)
+    with pytest.raises(APIError) as refused:
+        call()
+    assert refused.value.status_code == 429
+    return refused.value
+
+
+# --- the counting ---------------------------------------------------------------------------
+
+
+def test_submits_burst_up_to_the_rate_then_wait_for_a_refill() -> None:
+    clock = Clock()
+    limits = Limits(Settings(submits_per_minute=3), clock)
+
+    for _ in range(3):
+        limits.take_submit("alice")
+    refused = _refused(lambda: limits.take_submit("alice"))
+    limits.take_submit("bob")  # keys do not share a bucket
+    clock.now += 19.9
+    still = _refused(lambda: limits.take_submit("alice"))
+    clock.now += 0.1  # 20 s: one submit's worth at 3 per minute
+    limits.take_submit("alice")
+
+    assert refused.code == "too_many_submits"
+    assert refused.headers == {"Retry-After": "20"}
+    assert still.headers == {"Retry-After": "1"}
+    _refused(lambda: limits.take_submit("alice"))
+
+
+def test_a_quiet_key_refills_to_one_minute_of_submits_no_more() -> None:
+    clock = Clock()
+    limits = Limits(Settings(submits_per_minute=2), clock)
+    limits.take_submit("alice")
+    clock.now += 3_600
+
+    limits.take_submit("alice")
+    limits.take_submit("alice")
+    _refused(lambda: limits.take_submit("alice"))
+
+
+def test_stream_slots_are_counted_per_key_and_given_back() -> None:
+    limits = Limits(Settings(max_streams_per_key=2))
+
+    first = limits.stream_slot({"alice"})
+    second = limits.stream_slot({"alice", "bob"})
+    refused = _refused(lambda: limits.stream_slot({"bob", "alice"}))
+    bobs = limits.stream_slot({"bob"})
+
+    assert refused.code == "too_many_streams"
+    assert refused.headers == {"Retry-After": str(STREAM_RETRY_AFTER_S)}
+    assert (limits.open_streams("alice"), limits.open_streams("bob")) == (2, 2)
+    first.release()
+    first.release()  # giving back twice counts once
+    assert limits.open_streams("alice") == 1
+    second.release()
+    bobs.release()
+    assert (limits.open_streams("alice"), limits.open_streams("bob")) == (0, 0)
+
+
+def test_a_slot_not_handed_to_a_response_is_given_back_on_leaving_the_block() -> None:
+    limits = Limits(Settings(max_streams_per_key=1))
+
+    with limits.stream_slot({"alice"}):
+        assert limits.open_streams("alice") == 1
+    assert limits.open_streams("alice") == 0
+    with pytest.raises(RuntimeError, match="not queued"):
+        _guard_then_fail(limits)
+    assert limits.open_streams("alice") == 0
+
+
+def _guard_then_fail(limits: Limits) -> None:
+    async def response(scope: Scope, receive: Receive, send: Send) -> None:
+        pass
+
+    with limits.stream_slot({"alice"}) as slot:
+        slot.guard(response)
+        raise RuntimeError("the job was not queued")
+
+
+def test_zero_means_no_limit_and_no_key_is_never_limited() -> None:
+    unlimited = Limits(Settings(max_streams_per_key=0, submits_per_minute=0))
+    limited = Limits(Settings(max_streams_per_key=1, submits_per_minute=1))
+
+    for _ in range(1_000):
+        unlimited.take_submit("alice")
+        unlimited.stream_slot({"alice"})
+        limited.take_submit("")  # auth disabled: no key to count against
+        limited.stream_slot(set())
+    assert unlimited.open_streams("alice") == 0
+
+
+# --- against a gateway ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def limited(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
+    await advertise_waiting_job(redis, settings)
+    return await start_gateway(with_auth(settings, max_streams_per_key=2, submits_per_minute=3))
+
+
+def _limits(gateway: Gateway) -> Limits:
+    app = gateway.server.config.app
+    limits: Limits = app.state.limits  # type: ignore[union-attr]
+    return limits
+
+
+async def _open(
+    stack: AsyncExitStack, client: httpx.AsyncClient, url: str, **kwargs: object
+) -> None:
+    """Opens a stream and reads its first event; it stays open until `stack` closes."""
+    response = await stack.enter_async_context(client.stream("GET", url, **kwargs))  # type: ignore[arg-type]
+    assert response.status_code == 200, await response.aread()
+    # Held open: closing the reader would close the connection.
+    events = await stack.enter_async_context(aclosing(_reader(response)))
+    async with asyncio.timeout(10):
+        await anext(events)
+
+
+def _reader(response: httpx.Response) -> AsyncGenerator[ServerSentEvent, None]:
+    # An async generator, annotated as an iterator where it is defined.
+    return cast(AsyncGenerator[ServerSentEvent, None], read_events(response))
+
+
+def _assert_too_many(response: httpx.Response, code: str, retry_after: int) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json()["error"] == code
+    assert response.headers["retry-after"] == str(retry_after)
+
+
+async def test_submits_over_the_rate_get_429_with_retry_after(limited: Gateway) -> None:
+    job = {"name": WAITING_JOB}
+    async with limited.client() as client:
+        accepted = [
+            await client.post("/jobs", json=job, headers=bearer(ALICE_KEY)) for _ in range(3)
+        ]
+        refused = await client.post("/jobs", json=job, headers=bearer(ALICE_KEY))
+        streamed = await client.post(
+            "/jobs", json=job, headers=bearer(ALICE_KEY) | {"Accept": "text/event-stream"}
+        )
+        bobs = await client.post("/jobs", json=job, headers=bearer(BOB_KEY))
+
+    assert [response.status_code for response in accepted] == [202, 202, 202]
+    # 3 per minute: the next one is 20 s away.
+    _assert_too_many(refused, "too_many_submits", 20)
+    _assert_too_many(streamed, "too_many_submits", 20)
+    assert _limits(limited).open_streams("alice") == 0, "the refused stream holds no slot"
+    assert bobs.status_code == 202
+
+
+async def test_streams_over_the_limit_get_429_until_one_closes(limited: Gateway) -> None:
+    async with limited.client() as client:
+        jobs = [await submit_as(client, ALICE_KEY) for _ in range(3)]
+        bobs = await submit_as(client, BOB_KEY)
+        ids = [job["job_id"] for job in jobs]
+        limits = _limits(limited)
+
+        async with AsyncExitStack() as first:
+            # One by API key, one by watch token: both count against alice.
+            await _open(first, client, f"/jobs/{ids[0]}/events", headers=bearer(ALICE_KEY))
+            async with AsyncExitStack() as second:
+                await _open(first, client, f"/jobs/{ids[1]}/events?token={jobs[1]['watch_token']}")
+                await _open(
+                    second, client, f"/jobs/{bobs['job_id']}/events", headers=bearer(BOB_KEY)
+                )
+                assert (limits.open_streams("alice"), limits.open_streams("bob")) == (2, 1)
+
+                refusals = [
+                    await client.get(f"/jobs/{ids[2]}/events", headers=bearer(ALICE_KEY)),
+                    await client.get(
+                        f"/jobs/{ids[2]}/events", params={"token": jobs[2]["watch_token"]}
+                    ),
+                    await client.get(f"/events?job={ids[2]}", headers=bearer(ALICE_KEY)),
+                    await client.post(
+                        "/jobs",
+                        json={"name": WAITING_JOB},
+                        headers=bearer(ALICE_KEY) | {"Accept": "text/event-stream"},
+                    ),
+                ]
+                for refused in refusals:
+                    _assert_too_many(refused, "too_many_streams", STREAM_RETRY_AFTER_S)
+                # Failing before a stream opens takes no slot: 404 stays 404.
+                unknown = await client.get("/jobs/nope/events", headers=bearer(ALICE_KEY))
+                assert unknown.status_code == 404
+                assert limits.open_streams("alice") == 2
+            # Closing bob's stream frees nothing of alice's.
+            await wait_until(lambda: limits.open_streams("bob") == 0, message="bob's slot back")
+            assert limits.open_streams("alice") == 2
+        await wait_until(lambda: limits.open_streams("alice") == 0, message="alice's slots back")
+
+        async with AsyncExitStack() as again:
+            await _open(
+                again, client, f"/events?job={ids[0]}&job={ids[2]}", headers=bearer(ALICE_KEY)
+            )
+            assert limits.open_streams("alice") == 1, "a multi-job stream counts once"
+
+
+async def test_a_stream_opened_at_submit_counts_until_it_ends(limited: Gateway) -> None:
+    limits = _limits(limited)
+    submit_and_stream = bearer(ALICE_KEY) | {"Accept": "text/event-stream"}
+    async with (
+        limited.client() as client,
+        client.stream(
+            "POST", "/jobs", json={"name": WAITING_JOB}, headers=submit_and_stream
+        ) as response,
+        aclosing(_reader(response)) as events,
+    ):
+        assert response.status_code == 200
+        first = await anext(events)
+        assert limits.open_streams("alice") == 1
+    await wait_until(lambda: limits.open_streams("alice") == 0, message="the slot back")
+
+    assert first.event == "queued"
+
+
+async def test_limits_are_per_gateway_process(
+    start_gateway: StartGateway, limited: Gateway, settings: Settings
+) -> None:
+    other = await start_gateway(with_auth(settings, max_streams_per_key=2, submits_per_minute=3))
+    job = {"name": WAITING_JOB}
+    async with limited.client() as one, other.client() as two:
+        for _ in range(3):
+            assert (await one.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 202
+        assert (await one.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 429
+        assert (await two.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 202

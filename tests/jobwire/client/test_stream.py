@@ -1,0 +1,133 @@
+"""The client's resume loop through a proxy that drops the network on cue: the events a
+consumer sees are exactly the stream's, however often the connection is cut."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from jobwire.client import Backoff, Client, ConnectionState, GatewayUnreachable, JobEvent
+from shared.settings import Settings
+from tests.client_support import running_proxy
+from tests.conftest import Gateway, StartGateway
+from tests.support import free_port, stream_ids
+
+FAST = Backoff(initial_s=0.02, maximum_s=0.2)
+TEXT = " ".join(f"w{i}" for i in range(40))
+
+
+async def test_cut_connections_are_invisible_to_the_consumer(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    seen: list[JobEvent] = []
+    states: list[ConnectionState] = []
+    resumed_from: list[str | None] = []
+
+    def on_connection(state: ConnectionState) -> None:
+        states.append(state)
+        if not state.connected:
+            resumed_from.append(seen[-1].id)
+
+    cut_after = [3, 10, 20, 30]
+    async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
+        async with asyncio.timeout(20):
+            async for event in job.events(on_connection=on_connection):
+                seen.append(event)
+                # Cut a live connection each time (not one already lost and not yet back).
+                if cut_after and len(seen) >= cut_after[0] and states[-1].connected:
+                    cut_after.pop(0)
+                    proxy.cut()
+
+    assert proxy.cuts == 4
+    assert [e.id for e in seen] == await stream_ids(redis, settings, job.job_id)
+    assert "".join(e.data["token"] for e in seen if e.type == "data") == TEXT
+    lost = [s for s in states if not s.connected]
+    assert len(lost) == 4
+    assert all(s.retry_in_s is not None and s.retry_in_s <= 0.2 for s in lost)
+    resumes = [head.lower() for head in proxy.requests if head.startswith(b"GET /jobs/")]
+    assert len(resumes) == 5
+    assert b"last-event-id" not in resumes[0]
+    for head, position in zip(resumes[1:], resumed_from, strict=True):
+        assert f"last-event-id: {position}\r\n".encode() in head
+
+
+async def test_a_gateway_replaced_mid_job_is_invisible_to_the_consumer(
+    stack: Gateway, start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    """A deploy: the first gateway shuts down (ending its streams), another one takes over."""
+    replacement = await start_gateway()
+    async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
+        seen: list[JobEvent] = []
+        async with asyncio.timeout(20):
+            async for event in job.events():
+                seen.append(event)
+                if len(seen) == 8:
+                    proxy.target_url = replacement.url
+                    stack.server.should_exit = True
+
+    assert [e.id for e in seen] == await stream_ids(redis, settings, job.job_id)
+    assert seen[-1].type == "completed"
+    resumes = [h for h in proxy.requests if b"\r\nLast-Event-ID: " in h]
+    assert len(resumes) >= 1
+    await asyncio.wait_for(stack.task, timeout=10)
+
+
+async def test_non_200_answers_are_retried_until_the_gateway_is_back(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    states: list[ConnectionState] = []
+    bad_gateway = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
+        seen: list[JobEvent] = []
+
+        def on_connection(state: ConnectionState) -> None:
+            states.append(state)
+            if sum(not s.connected for s in states) == 3:
+                proxy.answer_with = None  # the deploy is over
+
+        async with asyncio.timeout(20):
+            async for event in job.events(on_connection=on_connection):
+                seen.append(event)
+                if len(seen) == 5:
+                    proxy.answer_with = bad_gateway
+                    proxy.cut()
+
+    assert [e.id for e in seen] == await stream_ids(redis, settings, job.job_id)
+    reasons = [s.reason for s in states if not s.connected]
+    assert reasons[1:] == ["HTTP 502", "HTTP 502"]
+    failures = [s.failures for s in states if not s.connected]
+    assert failures == [1, 2, 3]
+
+
+async def test_giving_up_is_an_option() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    async with Client(nowhere, backoff=FAST, give_up_after_s=0.3) as client:
+        with pytest.raises(GatewayUnreachable) as unreachable:
+            await asyncio.wait_for(client.job("some-job").wait(), timeout=10)
+
+    assert "ConnectError" in str(unreachable.value)
+    assert isinstance(unreachable.value, ConnectionError)
+
+
+async def test_credentials_go_in_the_authorization_header(stack: Gateway) -> None:
+    async with running_proxy(stack.url) as proxy:
+        async with Client(proxy.url, api_key="key-1", backoff=FAST) as client:
+            job = await client.submit("demo.countdown", seconds=0.05, steps=1)
+            await client.job(job.job_id, watch_token="token-1").wait()
+        async with Client(proxy.url, backoff=FAST) as keyless:
+            await keyless.job(job.job_id, watch_token="token-1").wait()
+
+    heads = [head.lower() for head in proxy.requests]
+    assert heads[0].startswith(b"post /jobs ")
+    assert b"authorization: bearer key-1\r\n" in heads[0]
+    watches = [
+        head for head in heads if head.startswith(f"get /jobs/{job.job_id}/events ".encode())
+    ]
+    assert len(watches) == 2
+    assert b"authorization: bearer key-1\r\n" in watches[0]  # the key outlives any token
+    assert b"authorization: bearer token-1\r\n" in watches[1]
