@@ -3,19 +3,36 @@ many connections a process may hold."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["connection_pool", "create_redis"]
+__all__ = ["RetryPolicy", "connection_pool", "create_redis", "retry_policy"]
 
 # How long a command waits for a free connection of a bounded pool before failing. A storm of
 # 10,000 reconnects queues on a gateway's few connections for several seconds (bench/: 1-22
 # of 10,000-15,000 connects answered 503 with 10 s); waiting beats sending them away.
 POOL_WAIT_S = 30.0
+
+
+class RetryPolicy(TypedDict):
+    """The retry options of a redis-py connection (and of arq's `RedisSettings`)."""
+
+    retry: Retry
+    retry_on_error: list[type[Exception]]
+
+
+def retry_policy() -> RetryPolicy:
+    """How every connection to Redis rides out a brief disconnect (a restart, a failover): a
+    command that meets a connection error or timeout is retried 5 times, backing off from
+    50 ms to 2 s. Used for the event streams here and for arq's queue by the worker."""
+    return RetryPolicy(
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        retry_on_error=[ConnectionError, TimeoutError],
+    )
 
 
 def create_redis(url: str, *, max_connections: int | None = None, name: str | None = None) -> Redis:
@@ -40,9 +57,8 @@ def connection_pool(
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
         "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-        "retry_on_error": [ConnectionError, TimeoutError],
         "client_name": name,
+        **retry_policy(),
     }
     if max_connections is None:
         return ConnectionPool.from_url(url, **options)

@@ -24,12 +24,9 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Function
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.catalog import JobSpec
+from shared.clients import retry_policy
 from shared.settings import Settings
 from worker import demo
 from worker.jobworker import JobWorker
@@ -132,13 +129,9 @@ def _worker_settings_from_env() -> type:
 
 
 def _queue_redis_settings(url: str) -> RedisSettings:
-    """arq's connection, riding out a Redis restart the way `shared.clients` does: without
+    """arq's connection, riding out a Redis restart like every other connection: without
     retries a poll during the restart would raise and end the worker."""
-    return dataclasses.replace(
-        RedisSettings.from_dsn(url),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-    )
+    return dataclasses.replace(RedisSettings.from_dsn(url), **retry_policy())
 
 
 def _collect(
