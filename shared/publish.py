@@ -8,6 +8,9 @@ a stream always ends at its first terminal event, whoever raced to write it.
 
 from __future__ import annotations
 
+import string
+from collections.abc import Iterable
+from string import Template
 from typing import NamedTuple
 
 from redis.asyncio import Redis
@@ -15,7 +18,7 @@ from redis.asyncio import Redis
 from shared.events import Event, EventType, encode_event
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.state import state_changes
+from shared.state import TERMINAL_STATUSES, JobStatus, state_changes
 from shared.streamid import StreamId
 
 __all__ = ["PUBLISH_SCRIPT", "PublishResult", "Publisher"]
@@ -23,12 +26,30 @@ __all__ = ["PUBLISH_SCRIPT", "PublishResult", "Publisher"]
 # A job that never finishes (its worker and queue lost) must not stay in Redis forever; every
 # event refreshes this longer lifetime, and a terminal event shortens it to the retention.
 _ACTIVE_TTL_FACTOR = 7
+_LUA_PLAIN = frozenset((string.ascii_letters + string.digits + "_").encode())
 
-PUBLISH_SCRIPT = """
+
+def _lua_string(text: str) -> str:
+    """`text` as a Lua string literal: every byte but a letter, digit or `_` is written as a
+    three-digit decimal escape, so no value can end the literal or the line early."""
+    body = "".join(chr(byte) if byte in _LUA_PLAIN else f"\\{byte:03d}" for byte in text.encode())
+    return f"'{body}'"
+
+
+def _is_any_of(variable: str, values: Iterable[str]) -> str:
+    return " or ".join(f"{variable} == {_lua_string(value)}" for value in values)
+
+
+# The statuses that end a job are Python's, written into the script when it is built: it stays
+# one atomic step with no extra argument. JobStatus's order, not the set's, keeps the script's
+# text (and so its SHA) the same in every process.
+_ENDED = _is_any_of("status", [status for status in JobStatus if status in TERMINAL_STATUSES])
+
+PUBLISH_SCRIPT = Template("""
 local status = redis.call('HGET', KEYS[2], 'status')
 if ARGV[1] == 'create' then
   if status then return {0, status} end
-elseif status == 'completed' or status == 'failed' or status == 'cancelled' then
+elseif $ended then
   return {0, status}
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
@@ -38,7 +59,7 @@ redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {1, id}
-"""
+""").substitute(ended=_ENDED)
 
 
 class PublishResult(NamedTuple):

@@ -12,9 +12,9 @@ from redis.asyncio.client import PubSub
 
 from shared.events import Event, EventType, decode_event, encode_event, make_event
 from shared.keys import Keys
-from shared.publish import Publisher, PublishResult
+from shared.publish import Publisher, PublishResult, _lua_string
 from shared.settings import Settings
-from shared.state import snapshot
+from shared.state import TERMINAL_STATUSES, JobStatus, snapshot, status_after
 from shared.streamid import StreamId
 from tests.support import wait_until
 
@@ -313,3 +313,38 @@ async def test_snapshot_of_a_failed_or_cancelled_job_holds_the_error(
         "last_event_type": terminal.value,
         "updated_at": 3_000,
     }
+
+
+# The event that leaves a job in each status.
+_SETS_STATUS = {status_after(t): t for t in EventType if status_after(t) is not None}
+
+
+def test_every_status_is_left_by_some_event() -> None:
+    assert set(_SETS_STATUS) == set(JobStatus)
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+async def test_the_script_ends_a_job_at_exactly_the_terminal_statuses(
+    redis: Redis, keys: Keys, publisher: Publisher, status: JobStatus
+) -> None:
+    """The script's ending statuses are built from Python's: none missing, none extra."""
+    await publisher.publish(_queued(1_000), create=True)
+    if status is not JobStatus.QUEUED:
+        await publisher.publish(_event(_SETS_STATUS[status], 2_000, {}))
+
+    late = await publisher.publish(_event(EventType.PROGRESS, 3_000, {"current": 1}))
+
+    ended = status in TERMINAL_STATUSES
+    assert (await _state(redis, keys))["status"] == status
+    assert late.accepted is not ended
+    assert late.status == (status.value if ended else None)
+
+
+@pytest.mark.parametrize(
+    "text", ["completed", "", "it's", 'say "x"', "back\\slash", "a\nb\r", "]]", "\x00", "é中😀"]
+)
+async def test_a_value_written_into_the_script_reads_back_exactly(redis: Redis, text: str) -> None:
+    literal = _lua_string(text)
+
+    assert await redis.eval(f"return {literal}", 0) == text.encode()  # type: ignore[misc]
+    assert "\n" not in literal
