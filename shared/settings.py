@@ -7,46 +7,28 @@ Tests build their own with `Settings.from_env({...})`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
 import os
 import re
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shared.apikeys import parse_api_keys
+from shared.environ import ENV_PREFIX, SettingsError, env_name, read_env
+
+# Re-exported: what a caller of the settings catches, and how it reads `api_keys`.
 __all__ = [
-    "CLIENT_ENV_NAMES",
     "DEFAULT_REDIS_URL",
-    "ENV_PREFIX",
     "Settings",
     "SettingsError",
-    "UnknownSettingWarning",
     "describe",
     "env_names",
     "parse_api_keys",
 ]
 
-ENV_PREFIX = "JOBWIRE_"
-# Read by `jobwire submit` / `jobwire watch`, not by the gateway or the worker: not unknown.
-CLIENT_ENV_NAMES = frozenset({"JOBWIRE_URL", "JOBWIRE_API_KEY"})
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-MIN_API_KEY_CHARS = 16
 MIN_SECRET_CHARS = 32
-_KEY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-_KEY_CHARS = re.compile(r"[!-~]+")  # printable ASCII, no space
 _ORIGIN = re.compile(r"https?://[^/\s?#,]+")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-
-class SettingsError(ValueError):
-    """A `JOBWIRE_*` variable holds a value its setting cannot take."""
-
-
-class UnknownSettingWarning(UserWarning):
-    """A `JOBWIRE_*` variable names no setting (most often a typo)."""
 
 
 def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -177,20 +159,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `JOBWIRE_*` names; unknown names are warned about."""
         environ = os.environ if environ is None else environ
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, raw in environ.items():
-            if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV_NAMES:
-                continue
-            attr = name[len(ENV_PREFIX) :].lower()
-            if attr not in known:
-                warnings.warn(
-                    f"{name} is not a Jobwire setting; known: {', '.join(env_names())}",
-                    UnknownSettingWarning,
-                    stacklevel=2,
-                )
-                continue
-            values[attr] = _convert(name, raw, known[attr].type)
+        values = read_env(environ, {f.name: f.type for f in fields(cls)})
         settings = cls(**values)
         settings.validate()
         return settings
@@ -222,7 +191,7 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+                raise SettingsError(f"{env_name(name)} must be > 0")
         non_negative = (
             "retry_delay_s",
             "sse_retry_ms",
@@ -235,7 +204,7 @@ class Settings:
         )
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be >= 0")
+                raise SettingsError(f"{env_name(name)} must be >= 0")
         if not 0 <= self.port <= 65_535:
             raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
@@ -271,73 +240,16 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The `JOBWIRE_*` variables that rebuild these settings in a child process."""
         return {
-            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            env_name(f.name): str(getattr(self, f.name))
             for f in fields(self)
             if getattr(self, f.name) != f.default
         }
 
 
-def parse_api_keys(raw: str) -> dict[str, str]:
-    """Key id -> key, from JOBWIRE_API_KEYS. A key's id is its name, else `key-` and a short
-    hash of it: something logs and limits can name without showing the key."""
-    keys: dict[str, str] = {}
-    for entry in (part.strip() for part in raw.split(",")):
-        if not entry:
-            continue
-        name, separator, key = entry.partition(":")
-        if not separator:
-            name, key = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
-        elif not _KEY_NAME.fullmatch(name):
-            raise SettingsError(
-                f"{ENV_PREFIX}API_KEYS: the name {name[:40]!r} must be 1-64 letters, digits, "
-                "'_', '-' or '.' (a key containing ':' needs a name: name:key)"
-            )
-        if len(key) < MIN_API_KEY_CHARS or not _KEY_CHARS.fullmatch(key):
-            raise SettingsError(
-                f"{ENV_PREFIX}API_KEYS: the key named {name!r} must be at least "
-                f"{MIN_API_KEY_CHARS} printable characters, without spaces or commas"
-            )
-        if name in keys or key in keys.values():
-            raise SettingsError(f"{ENV_PREFIX}API_KEYS: {name!r} or its key is given twice")
-        keys[name] = key
-    return keys
-
-
 def env_names() -> list[str]:
-    return [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
+    return [env_name(f.name) for f in fields(Settings)]
 
 
 def describe() -> list[tuple[str, str, str]]:
     """(env name, default, doc) for every setting: the README's settings table."""
-    return [
-        (ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]) for f in fields(Settings)
-    ]
-
-
-def _bool(raw: str) -> bool:
-    value = raw.lower()
-    if value not in _TRUE | _FALSE:
-        raise ValueError(raw)
-    return value in _TRUE
-
-
-def _convert(name: str, raw: str, type_name: object) -> Any:
-    converters: dict[object, Callable[[str], Any]] = {
-        "str": str,
-        "int": int,
-        "float": float,
-        "bool": _bool,
-        str: str,
-        int: int,
-        float: float,
-        bool: _bool,
-    }
-    convert = converters[type_name]
-    try:
-        value = convert(raw.strip())
-    except ValueError:
-        expected = "true or false" if convert is _bool else f"a valid {convert.__name__}"
-        raise SettingsError(f"{name}={raw!r} is not {expected}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SettingsError(f"{name}={raw!r} is not a finite number")
-    return value
+    return [(env_name(f.name), repr(f.default), f.metadata["doc"]) for f in fields(Settings)]

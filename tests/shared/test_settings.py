@@ -7,15 +7,8 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from shared.settings import (
-    DEFAULT_REDIS_URL,
-    ENV_PREFIX,
-    Settings,
-    SettingsError,
-    UnknownSettingWarning,
-    describe,
-    env_names,
-)
+from shared.environ import ENV_PREFIX, UnknownSettingWarning
+from shared.settings import DEFAULT_REDIS_URL, Settings, SettingsError, describe, env_names
 
 
 def test_empty_environment_gives_the_defaults() -> None:
