@@ -10,7 +10,6 @@ from typing import Any
 from gateway.endpoints.multistream import MAX_JOBS
 from gateway.endpoints.openapi.components import JOB_ID, Schema, header_ref, schema_ref
 from gateway.endpoints.submission import MAX_IDEMPOTENCY_KEY_CHARS
-from gateway.processes.protocol import MAX_HEAD_BYTES, MAX_HEADERS
 
 __all__ = ["PATHS"]
 
@@ -59,10 +58,9 @@ _ERRORS = {
         "A per-key limit (streams open, or submits per minute) is reached",
         headers={"Retry-After": header_ref("Retry-After")},
     ),
-    431: _error(
-        f"The request line and headers are over {MAX_HEAD_BYTES // 1024} KiB, "
-        f"or over {MAX_HEADERS} headers"
-    ),
+    # gateway.processes.protocol enforces these (MAX_HEAD_BYTES, MAX_HEADERS); a layer above
+    # this one, so they are restated here.
+    431: _error("The request line and headers are over 64 KiB, or over 100 headers"),
     503: _error(
         "Redis, where jobs live, cannot be reached just now",
         headers={"Retry-After": header_ref("Retry-After")},
