@@ -3,11 +3,16 @@ and a real uvicorn on a free port per test that asks for them.
 
 Each test gets its own key prefix and queue name, so tests never see each other's jobs and
 nothing needs flushing.
+
+On a loaded machine every bound on waiting stretches by one factor, `tests.support.TIMEOUT_SCALE`
+(its docstring says how it is chosen; `TEST_TIMEOUT_SCALE=3` sets it), and so does each test's
+pytest-timeout limit: the `timeout` of pyproject.toml or of the test's own marker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import tempfile
@@ -28,8 +33,40 @@ from shared.catalog import count_alive, load_catalog
 from shared.clients import create_redis
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.support import RedisServer, free_port, wait_until
+from tests.support import TIMEOUT_SCALE, RedisServer, free_port, scaled, wait_until
 from worker.main import create_worker
+
+
+def pytest_report_header() -> str:
+    return f"timeouts scaled by {TIMEOUT_SCALE:.2f} (TEST_TIMEOUT_SCALE, else from the load)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gives each test a timeout marker of its limit times `TIMEOUT_SCALE`; a test's own
+    marker is the one pytest-timeout reads first, so this replaces the configured limit too."""
+    if TIMEOUT_SCALE == 1:
+        return
+    configured = _configured_timeout(config)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        args, kwargs = (marker.args, dict(marker.kwargs)) if marker else ((), {})
+        limit = kwargs.pop("timeout", args[0] if args else configured)
+        if limit:
+            marked = pytest.mark.timeout(scaled(float(limit)), *args[1:], **kwargs)
+            item.add_marker(marked, append=False)
+
+
+def _configured_timeout(config: pytest.Config) -> float | None:
+    """pytest-timeout's limit for a test without a marker: --timeout, else PYTEST_TIMEOUT, else
+    the ini file's `timeout`."""
+    for value in (
+        config.getoption("timeout", None),
+        os.environ.get("PYTEST_TIMEOUT"),
+        config.getini("timeout"),
+    ):
+        if value not in (None, ""):
+            return float(value)
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +157,7 @@ class Gateway:
         return hub
 
     def client(self, **kwargs: object) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        return httpx.AsyncClient(base_url=self.url, timeout=scaled(10), **kwargs)  # type: ignore[arg-type]
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
@@ -155,7 +192,7 @@ async def start_gateway(settings: Settings) -> AsyncIterator[StartGateway]:
         for gateway in gateways:
             gateway.server.should_exit = True
         for gateway in gateways:
-            await asyncio.wait_for(gateway.task, timeout=10)
+            await asyncio.wait_for(gateway.task, timeout=scaled(10))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import httpx
 from shared.clients import create_redis
 from shared.keys import Keys
 from shared.settings import Settings, env_names
-from tests.support import RedisServer, free_port, wait_until
+from tests.support import RedisServer, free_port, scaled, wait_until
 from tests.watchers import TEST_API_KEY, shared_ssl_context
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# On an idle machine; every bound on waiting here is `scaled`.
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 
@@ -134,9 +135,9 @@ class _Child:
             self.process.send_signal(signum)
 
     async def wait(self, timeout: float = _STOP_TIMEOUT_S) -> int:
-        """The exit status, once the process has ended."""
+        """The exit status, once the process has ended; within `timeout` (`scaled`)."""
         assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), timeout)
+        return await asyncio.wait_for(self.process.wait(), scaled(timeout))
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs."""
@@ -170,7 +171,7 @@ class GatewayProcess(_Child):
         """A client carrying the test API key."""
         return httpx.AsyncClient(
             base_url=self.url,
-            timeout=10,
+            timeout=scaled(10),
             headers={"Authorization": f"Bearer {TEST_API_KEY}"},
             verify=shared_ssl_context(),
         )
@@ -180,7 +181,8 @@ class GatewayProcess(_Child):
             if not self.running:
                 raise RuntimeError(f"the gateway exited:\n{self.log()}")
             try:
-                async with httpx.AsyncClient(timeout=1, verify=shared_ssl_context()) as client:
+                probe = httpx.AsyncClient(timeout=scaled(1), verify=shared_ssl_context())
+                async with probe as client:
                     response = await client.get(f"{self.url}/healthz")
             except httpx.TransportError:
                 return False

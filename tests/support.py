@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 import socket
 import struct
@@ -28,15 +29,61 @@ __all__ = [
     "RedisServer",
     "SSEParser",
     "ServerSentEvent",
+    "TIMEOUT_SCALE",
     "collect_events",
     "event_types",
     "free_port",
     "raw_get",
     "read_events",
+    "scaled",
     "stream_ids",
     "submit",
     "wait_until",
 ]
+
+
+# A machine busier than this is slow, not hung: bounds stop growing here.
+_MAX_TIMEOUT_SCALE = 5.0
+
+
+def _timeout_scale() -> float:
+    """How many times longer than on an idle machine waiting may take on this one.
+
+    `TEST_TIMEOUT_SCALE` when set (not `JOBWIRE_...`: every `JOBWIRE_*` name is a setting, and
+    an unknown one is warned about, which fails a test). Else 1 plus the load per core when the
+    session starts, at most `_MAX_TIMEOUT_SCALE`: with L tasks runnable on C cores, a test's
+    processes get about C / (C + L) of them. The load is the 1-minute average, or the tasks
+    runnable right now if more (the average lags a minute behind a load that just began).
+    """
+    chosen = os.environ.get("TEST_TIMEOUT_SCALE")
+    if chosen:
+        return max(float(chosen), 1.0)
+    load = max(os.getloadavg()[0], _runnable_now() - 1)  # minus this process
+    return min(1.0 + load / (os.cpu_count() or 1), _MAX_TIMEOUT_SCALE)
+
+
+def _runnable_now() -> int:
+    try:
+        running, _, _ = Path("/proc/loadavg").read_text().split()[3].partition("/")
+        return int(running)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+# Fixed once per session, so every bound of a run stretches alike (and the per-test limit of
+# pytest-timeout with them: tests/conftest.py).
+TIMEOUT_SCALE = _timeout_scale()
+
+
+def scaled(seconds: float) -> float:
+    """A bound on waiting of `seconds` on an idle machine, stretched for this one.
+
+    The helpers here and in tests/watchers.py, tests/processes.py and tests/conftest.py scale
+    the bounds they are given; a test scales only those it applies itself
+    (`asyncio.timeout(scaled(30))`). Only bounds on waiting for a condition scale: never an
+    assertion, a pause that is part of the test, or a setting of the code under test.
+    """
+    return seconds * TIMEOUT_SCALE
 
 
 def free_port() -> int:
@@ -72,7 +119,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         try:
             while True:
                 try:
@@ -88,7 +135,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=scaled(10))
 
 
 async def wait_until(
@@ -98,7 +145,9 @@ async def wait_until(
     interval: float = 0.01,
     message: str = "condition",
 ) -> object:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds
+    (`scaled`)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -107,7 +156,7 @@ async def wait_until(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{message} not met within {timeout}s")
+            raise TimeoutError(f"{message} not met within {timeout:.3g}s")
         await asyncio.sleep(interval)
 
 
@@ -236,9 +285,10 @@ async def collect_events(
     limit: int | None = None,
     timeout: float = 20.0,
 ) -> list[ServerSentEvent]:
-    """Events of one connection: all until the server closes it, or the first `limit`."""
+    """Events of one connection: all until the server closes it, or the first `limit`; within
+    `timeout` (`scaled`)."""
     events: list[ServerSentEvent] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(scaled(timeout)):
         url = f"/jobs/{job_id}/events"
         async with client.stream("GET", url, headers=headers, params=params) as response:
             assert response.status_code == 200, response.status_code

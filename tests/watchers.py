@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from shared.events import EventType
 from shared.keys import Keys
 from shared.streamid import StreamId
-from tests.support import ServerSentEvent
+from tests.support import ServerSentEvent, scaled
 
 __all__ = [
     "GATEWAY_EVENT_TYPES",
@@ -55,11 +55,11 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 def watch_client(base_url: str, *, read_timeout: float = 10.0) -> httpx.AsyncClient:
     """A client whose every request opens a fresh connection (a reconnect is a new TCP
-    connection, as after a network loss)."""
+    connection, as after a network loss). Its timeouts are `scaled`."""
     return httpx.AsyncClient(
         base_url=base_url,
         verify=shared_ssl_context(),
-        timeout=httpx.Timeout(10.0, read=read_timeout),
+        timeout=httpx.Timeout(scaled(10.0), read=scaled(read_timeout)),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         headers={"Authorization": f"Bearer {TEST_API_KEY}"},
     )
@@ -106,13 +106,13 @@ async def watch_job(
     Each connection goes to the next of `clients` when `rotate` (so a dead gateway is left for
     another), else always to the first. Transport failures, clean ends before the terminal
     event and 5xx answers are retried with a short backoff, resuming from the last id. Pass
-    `into` to follow the watch while it runs.
+    `into` to follow the watch while it runs. It fails after `timeout` seconds (`scaled`).
     """
     watch = into if into is not None else Watch(job_id)
     resume_from = last_event_id
     backoff = _FIRST_BACKOFF_S
     turn = 0
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(scaled(timeout)):
         while True:
             client = clients[turn % len(clients)] if rotate else clients[0]
             turn += 1

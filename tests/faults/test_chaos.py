@@ -27,6 +27,7 @@ from shared.settings import Settings
 from tests.faultproxy import FaultProxy, FaultStats
 from tests.feeds import new_feed_jobs, play_job
 from tests.processes import ProcessGroup
+from tests.support import scaled
 from tests.watchers import Verdict, Watch, verify, watch_client, watch_job
 
 pytestmark = pytest.mark.timeout(90)
@@ -80,7 +81,7 @@ async def test_every_client_gets_exactly_the_stream_through_a_thousand_faults(
             for index, (client, delay) in enumerate(zip(clients, delays, strict=True))
         ]
         interval_s = PUBLISH_SPAN_S / EVENTS_PER_JOB
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(scaled(30)):
             await asyncio.gather(
                 *(
                     play_job(publisher, job_id, events=EVENTS_PER_JOB, interval_s=interval_s)

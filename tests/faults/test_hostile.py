@@ -25,7 +25,7 @@ from shared.events import EventType
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.processes import GatewayProcess, ProcessGroup, open_files
-from tests.support import RedisServer, ServerSentEvent, SSEParser, submit, wait_until
+from tests.support import RedisServer, ServerSentEvent, SSEParser, scaled, submit, wait_until
 from tests.watchers import (
     GATEWAY_EVENT_TYPES,
     TEST_API_KEY,
@@ -105,7 +105,8 @@ async def exchange(
     """Sends `request` as is on a fresh connection and reads one answer, or the close.
 
     With `hang_up_early`, no answer within `timeout` is fine: the client then hangs up (a
-    client that sent half a body and went away).
+    client that sent half a body and went away), so that wait is the test's own pause and is not
+    `scaled`; otherwise `timeout` bounds the wait for an answer and is.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -113,7 +114,7 @@ async def exchange(
             writer.write(request)
             await writer.drain()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout if hang_up_early else scaled(timeout)):
                 return await _read_answer(reader)
         except TimeoutError:
             if hang_up_early:
@@ -152,7 +153,7 @@ def assert_clear_refusal(answer: RawAnswer, what: object) -> None:
 
 async def assert_still_serving(stack: Stack) -> None:
     """A normal client gets a whole job, submit to terminal event, promptly."""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(scaled(10)):
         async with stack.gateway.client() as api:
             assert (await api.get("/healthz")).status_code == 200
             job_id = await submit(api, "demo.tokens", text="still here", delay_ms=1)
@@ -414,9 +415,9 @@ def check_envelope_fields(envelope: dict[str, object], event: ServerSentEvent) -
 async def _raw_stream(stack: Stack, path: str) -> bytes:
     """The whole body of an event stream, as bytes, until the server ends it."""
     async with (
-        asyncio.timeout(15),
+        asyncio.timeout(scaled(15)),
         httpx.AsyncClient(
-            base_url=stack.gateway.url, timeout=10, verify=shared_ssl_context()
+            base_url=stack.gateway.url, timeout=scaled(10), verify=shared_ssl_context()
         ) as client,
         client.stream("GET", path, headers={"Authorization": f"Bearer {TEST_API_KEY}"}) as reply,
     ):
