@@ -5,6 +5,10 @@
  "data": {...}}
 ```
 The envelope carries no id: the Redis stream id given by XADD is the event's id.
+
+This module is the one list of event types: the Python client takes its own from here, the
+publish script its ending statuses from `shared.state` (tested against TERMINAL_TYPES), and
+tests check the web page's `static/js/events.js` against it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 __all__ = [
     "ENVELOPE_VERSION",
     "TERMINAL_TYPES",
+    "ConnectionEventType",
     "Event",
     "EventType",
     "InvalidEvent",
@@ -51,6 +56,16 @@ class EventType(StrEnum):
 
 
 TERMINAL_TYPES = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
+
+
+class ConnectionEventType(StrEnum):
+    """Events the gateway makes for one connection: no envelope, no `id:`, never stored, so
+    they never move a client's position."""
+
+    # The position asked for cannot be vouched for: the job's snapshot, then what is stored.
+    RESET = "reset"
+    # A running job has been silent for too long (its worker may be gone).
+    STALLED = "stalled"
 
 
 class Event(TypedDict):

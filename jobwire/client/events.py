@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 
 from jobwire.client.sse import ServerSentEvent
+from shared.events import TERMINAL_TYPES, ConnectionEventType
 from shared.streamid import InvalidStreamId, StreamId
 
 __all__ = ["RESET", "TERMINAL_TYPES", "InvalidEvent", "JobEvent", "parse_event"]
 
-RESET = "reset"
-TERMINAL_TYPES = frozenset({"completed", "failed", "cancelled"})
+RESET = ConnectionEventType.RESET
 
 
 class InvalidEvent(ValueError):

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from jobwire.client.errors import GatewayError, JobCancelled, JobFailed
 from jobwire.client.events import JobEvent
 from jobwire.client.stream import ConnectionListener, stream_events
+from shared.events import TERMINAL_TYPES, EventType
 
 if TYPE_CHECKING:
     from jobwire.client.client import Client
@@ -98,14 +99,15 @@ class Job:
 
     async def _terminal_from_state(self) -> JobEvent:
         state = await self.status()
+        # An ended job's status is named after the terminal event that ended it.
         event_type = state.get("status", "")
-        if event_type == "completed":
+        if event_type not in TERMINAL_TYPES:
+            raise GatewayError(204, f"the stream of job {self.job_id} ended while {event_type}")
+        if event_type == EventType.COMPLETED:
             data: dict[str, Any] = {"result": state.get("result")}
-        elif event_type in ("failed", "cancelled"):
+        else:
             error = state.get("error")
             data = error if isinstance(error, dict) else {}
-        else:
-            raise GatewayError(204, f"the stream of job {self.job_id} ended while {event_type}")
         return JobEvent(
             type=event_type,
             id=state.get("last_event_id"),
@@ -118,8 +120,8 @@ class Job:
 
 def outcome(terminal: JobEvent) -> Any:
     """The result a `completed` event carries; raises for `failed` and `cancelled`."""
-    if terminal.type == "failed":
+    if terminal.type == EventType.FAILED:
         raise JobFailed(terminal)
-    if terminal.type == "cancelled":
+    if terminal.type == EventType.CANCELLED:
         raise JobCancelled(terminal)
     return terminal.data.get("result")

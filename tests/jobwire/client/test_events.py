@@ -32,6 +32,11 @@ def test_a_stored_event_keeps_its_envelope_and_id() -> None:
     assert event.stream_id == (17, 3)
 
 
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_a_watch_ends_at_exactly_the_event_types_that_end_a_job(event_type: EventType) -> None:
+    assert stored("1-0", event_type).is_terminal is event_type.is_terminal
+
+
 def test_a_reset_has_no_id_and_carries_the_snapshot() -> None:
     event = reset()
 
