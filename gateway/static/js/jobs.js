@@ -1,6 +1,6 @@
 // One job as the page knows it: everything its events said, folded into one state.
 
-export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+import { TERMINAL_TYPES } from "./events.js";
 
 export class Job {
   constructor({ id, name, args, watchToken = null }) {
@@ -24,14 +24,14 @@ export class Job {
   }
 
   get terminal() {
-    return TERMINAL.has(this.status) || this.gone;
+    return TERMINAL_TYPES.has(this.status) || this.gone;
   }
 
   apply(event) {
     const data = event.data ?? {};
     this.attempt = Math.max(this.attempt, event.attempt ?? 0);
     if (this.queuedAt === null) this.queuedAt = event.ts ?? null;
-    if (TERMINAL.has(event.type)) this.finishedAt = event.ts ?? null;
+    if (TERMINAL_TYPES.has(event.type)) this.finishedAt = event.ts ?? null;
     const handler = HANDLERS[event.type];
     if (handler) handler(this, data, event);
   }
@@ -44,7 +44,7 @@ export class Job {
     this.restartOutput();
     this.notes = [{ kind: "log", text: `replayed from what the gateway still holds (${reason})` }];
     if (!state) return;
-    this.status = TERMINAL.has(state.status) ? "running" : (state.status ?? this.status);
+    this.status = TERMINAL_TYPES.has(state.status) ? "running" : (state.status ?? this.status);
     this.attempt = state.attempt ?? this.attempt;
     this.progress = state.progress ?? this.progress;
     this.queuedAt = state.created_at ?? this.queuedAt;

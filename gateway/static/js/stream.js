@@ -9,6 +9,7 @@
 
 import { jobStatus, ApiError } from "./api.js";
 import { compareStreamIds, formatCursor, parseCursor } from "./cursor.js";
+import { CONNECTION_TYPES, STORED_TYPES } from "./events.js";
 
 export const MAX_JOBS_PER_STREAM = 50;
 const MAX_URL_CHARS = 8000; // well under what servers and proxies accept in a request line
@@ -20,12 +21,8 @@ const PROBE_EVERY = 5;
 // stream silent for much longer is presumed dead (a network that vanished without a word),
 // and reopened from the cursor. A false alarm costs one reconnection.
 const SILENCE_LIMIT_MS = 45_000;
-// Events the gateway makes for one connection: they carry no id and do not move the cursor.
-const UNSTORED = new Set(["reset", "stalled"]);
-const EVENT_TYPES = [
-  "queued", "started", "progress", "heartbeat", "data", "log", "error", "retrying",
-  "completed", "failed", "cancelled", "reset", "stalled", "message",
-];
+// EventSource hands a listener only the event types it was registered for ("message": none).
+const LISTENED_TYPES = [...STORED_TYPES, ...CONNECTION_TYPES, "message"];
 
 function backoffMs(failures) {
   const base = Math.min(BACKOFF_FIRST_MS * 2 ** Math.max(0, failures - 1), BACKOFF_MAX_MS);
@@ -70,7 +67,7 @@ class Feed {
       this.feedWatchdog();
       this.setState("open");
     });
-    for (const type of EVENT_TYPES) {
+    for (const type of LISTENED_TYPES) {
       source.addEventListener(type, (event) => this.received(source, event));
     }
   }
@@ -261,7 +258,7 @@ export class Watcher {
     if (job === undefined) return;
     if (message.type === "reset") {
       job.reset(event.reason, event.state);
-    } else if (!UNSTORED.has(message.type)) {
+    } else if (!CONNECTION_TYPES.has(message.type)) {
       const position = parseCursor(message.lastEventId).get(job.id) ?? null;
       if (position === null || compareStreamIds(position, job.cursor) <= 0) return;
       job.cursor = position;
