@@ -1,5 +1,5 @@
-"""Test helpers: a redis-server process, free ports, waiting on conditions, and an SSE parser
-that follows the WHATWG event-stream rules (so tests read streams the way browsers do)."""
+"""Test helpers: a redis-server process, free ports, waiting on conditions, and reading event
+streams with the client's WHATWG parser (so tests read streams the way browsers do)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import orjson
 import redis
 from redis.asyncio import Redis
 
+from jobwire.client import sse
 from shared.keys import Keys
 from shared.settings import Settings
 
@@ -160,11 +161,10 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-@dataclass
-class ServerSentEvent:
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent(sse.ServerSentEvent):
+    """An event as `SSEParser` gives it to tests: with the `retry:` in force when it came."""
+
     retry: int | None = None
 
     def json(self) -> dict[str, Any]:
@@ -173,89 +173,25 @@ class ServerSentEvent:
         return value
 
 
-@dataclass
 class SSEParser:
-    """Incremental event-stream parser: feed it bytes in any chunks, collect dispatched events.
+    """The client's WHATWG event-stream parser (`jobwire.client.sse`), plus what a test of the
+    gateway checks and a client has no use for: every comment (pings, and proof that nothing
+    was injected into one), and the `retry:` in force stamped on each event (the last one by
+    the end of the chunk that completed it)."""
 
-    `last_event_id` follows the spec: it persists across events until an `id:` field sets it.
-    """
+    def __init__(self) -> None:
+        self.comments: list[str] = []
+        self._parser = sse.SSEParser(on_comment=self.comments.append)
 
-    events: list[ServerSentEvent] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-    retry: int | None = None
-    last_event_id: str = ""
-    _buffer: bytes = b""
-    _event_type: str = ""
-    _data: list[str] = field(default_factory=list)
-    _id_seen: bool = False
-    _started: bool = False
+    @property
+    def retry(self) -> int | None:
+        return self._parser.retry_ms
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        before = len(self.events)
-        self._buffer += chunk
-        while True:
-            line, found = self._next_line()
-            if not found:
-                break
-            self._line(line)
-        return self.events[before:]
-
-    def _next_line(self) -> tuple[str, bool]:
-        buf = self._buffer
-        for index, byte in enumerate(buf):
-            if byte == 0x0A:
-                self._buffer = buf[index + 1 :]
-                return self._decode(buf[:index]), True
-            if byte == 0x0D:
-                if index + 1 == len(buf):
-                    return "", False  # a CR at the end may be the first half of CRLF
-                end = index + 2 if buf[index + 1] == 0x0A else index + 1
-                self._buffer = buf[end:]
-                return self._decode(buf[:index]), True
-        return "", False
-
-    def _decode(self, raw: bytes) -> str:
-        text = raw.decode("utf-8", errors="replace")
-        if not self._started:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        return text
-
-    def _line(self, line: str) -> None:
-        if line == "":
-            self._dispatch()
-            return
-        if line.startswith(":"):
-            self.comments.append(line[1:].removeprefix(" "))
-            return
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event_type = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and "\x00" not in value:
-            self.last_event_id = value
-            self._id_seen = True
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self.retry = int(value)
-
-    def _dispatch(self) -> None:
-        if not self._data:
-            self._event_type = ""
-            self._id_seen = False
-            return
-        self.events.append(
-            ServerSentEvent(
-                event=self._event_type or "message",
-                data="\n".join(self._data),
-                id=self.last_event_id if self._id_seen else None,
-                retry=self.retry,
-            )
-        )
-        self._event_type = ""
-        self._data = []
-        self._id_seen = False
+        return [
+            ServerSentEvent(event.event, event.data, event.id, self.retry)
+            for event in self._parser.feed(chunk)
+        ]
 
 
 async def read_events(

@@ -20,10 +20,11 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from shared.events import EventType
+from jobwire.client.sse import ServerSentEvent, SSEParser
+from shared.events import TERMINAL_TYPES, ConnectionEventType, EventType
 from shared.keys import Keys
 from shared.streamid import StreamId
-from tests.support import ServerSentEvent, scaled
+from tests.support import scaled
 
 __all__ = [
     "GATEWAY_EVENT_TYPES",
@@ -39,9 +40,8 @@ __all__ = [
 
 TEST_API_KEY = "jobwire-fault-tests-key"
 # Events the gateway makes up for one connection; they carry no `id:`.
-GATEWAY_EVENT_TYPES = frozenset({"reset", "stalled"})
+GATEWAY_EVENT_TYPES = frozenset(ConnectionEventType)
 _STORED_TYPES = frozenset(EventType)
-_TERMINAL = frozenset(t.value for t in EventType if t.is_terminal)
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 0.5
 
@@ -146,7 +146,7 @@ async def _connect_once(client: httpx.AsyncClient, watch: Watch, last_event_id: 
             if reply.status_code != 200:
                 body = (await reply.aread())[:500]
                 raise UnexpectedAnswer(f"{reply.status_code} watching {watch.job_id}: {body!r}")
-            parser = FrameParser()
+            parser = SSEParser()
             async for chunk in reply.aiter_raw():
                 for event in parser.feed(chunk):
                     _record(watch, event)
@@ -158,58 +158,13 @@ async def _connect_once(client: httpx.AsyncClient, watch: Watch, last_event_id: 
     return len(watch.events) > before
 
 
-class FrameParser:
-    """An incremental event-stream parser for high volumes: it splits on blank lines with
-    `bytes.find` instead of walking byte by byte. The gateway ends lines with LF only; a CR in
-    the stream fails the watch rather than being read differently from a browser."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        assert b"\r" not in chunk, "the gateway ends lines with LF only"
-        self._buffer += chunk
-        events = []
-        start = 0
-        while (end := self._buffer.find(b"\n\n", start)) != -1:
-            event = _parse_block(self._buffer[start:end])
-            if event is not None:
-                events.append(event)
-            start = end + 2
-        self._buffer = self._buffer[start:]
-        return events
-
-
-def _parse_block(block: bytes) -> ServerSentEvent | None:
-    """One event's lines, as tests.support.SSEParser reads them (ids do not persist here:
-    every stored event carries its own)."""
-    event = ServerSentEvent()
-    data: list[str] = []
-    for raw in block.split(b"\n"):
-        line = raw.decode("utf-8", errors="replace")
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event.event = value
-        elif name == "data":
-            data.append(value)
-        elif name == "id" and "\x00" not in value:
-            event.id = value
-    if not data:
-        return None
-    event.data = "\n".join(data)
-    return event
-
-
 def _record(watch: Watch, event: ServerSentEvent) -> None:
     if event.id is None:
         watch.made_up.append(event)
         return
     watch.events.append(event)
     watch.arrivals.append(time.monotonic())
-    if event.event in _TERMINAL:
+    if event.event in TERMINAL_TYPES:
         watch.finished = True
 
 

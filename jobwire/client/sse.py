@@ -3,12 +3,13 @@
 Feed it bytes in chunks of any size; it returns the events each chunk completes. Unlike a
 browser's `lastEventId`, an event's `id` here is the `id:` field of that event's own block, or
 None: events a server invents for one connection (`reset`) carry no id and must not be taken
-for a position.
+for a position. Comments (the gateway's pings) dispatch nothing; `on_comment` is told of each.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["EventStreamTooLarge", "SSEParser", "ServerSentEvent"]
@@ -29,9 +30,15 @@ class ServerSentEvent:
 
 
 class SSEParser:
-    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_event_bytes: int = 16 * 1024 * 1024,
+        *,
+        on_comment: Callable[[str], None] | None = None,
+    ) -> None:
         self.retry_ms: int | None = None
         self._max = max_event_bytes
+        self._on_comment = on_comment
         self._buffer = b""
         self._started = False
         self._event_type = ""
@@ -66,6 +73,8 @@ class SSEParser:
         if not line:
             return self._dispatch()
         if line.startswith(":"):
+            if self._on_comment is not None:
+                self._on_comment(line[1:].removeprefix(" "))
             return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")

@@ -1,4 +1,5 @@
-"""The SSE encoder against a WHATWG-following parser, fed the bytes in arbitrary chunks."""
+"""The SSE encoder against a WHATWG-following parser, fed the bytes in arbitrary chunks: the
+client's (`jobwire.client.sse`), which shares no code with the encoder."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import hypothesis
+import orjson
 import pytest
 from hypothesis import strategies as st
 
+from jobwire.client.sse import ServerSentEvent, SSEParser
 from shared.events import Event, EventType, encode_event, make_event
 from shared.sse import InvalidField, comment, frame, retry
-from tests.support import ServerSentEvent, SSEParser
 
 
 @dataclass(frozen=True)
@@ -98,34 +100,28 @@ def _encode(items: Iterable[Item]) -> bytes:
 def _expected_events(items: Iterable[Item]) -> list[ServerSentEvent]:
     """What a browser dispatches: CRLF and lone CR in data come back as LF (the spec splits
     lines on all three and rejoins data lines with LF); an empty event name is "message"."""
-    events: list[ServerSentEvent] = []
-    current_retry: int | None = None
-    for item in items:
-        if isinstance(item, Retry):
-            current_retry = item.ms
-        elif isinstance(item, Frame):
-            events.append(
-                ServerSentEvent(
-                    event=item.event or "message",
-                    data=re.sub("\r\n|\r", "\n", item.data),
-                    id=item.id,
-                    retry=current_retry,
-                )
-            )
-    return events
+    return [
+        ServerSentEvent(
+            event=item.event or "message", data=re.sub("\r\n|\r", "\n", item.data), id=item.id
+        )
+        for item in items
+        if isinstance(item, Frame)
+    ]
+
+
+class _Parsed:
+    """What the parser made of a stream: the events, the comments, the last `retry:`."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.comments: list[str] = []
+        parser = SSEParser(on_comment=self.comments.append)
+        self.events = [event for chunk in chunks for event in parser.feed(chunk)]
+        self.retry_ms = parser.retry_ms
 
 
 def _split(raw: bytes, cuts: Iterable[int]) -> list[bytes]:
     bounds = [0, *sorted(set(cuts)), len(raw)]
     return [raw[start:end] for start, end in itertools.pairwise(bounds)]
-
-
-def _parse(chunks: Iterable[bytes]) -> tuple[SSEParser, list[ServerSentEvent]]:
-    parser = SSEParser()
-    dispatched: list[ServerSentEvent] = []
-    for chunk in chunks:
-        dispatched += parser.feed(chunk)
-    return parser, dispatched
 
 
 @hypothesis.settings(max_examples=500, deadline=None)
@@ -136,15 +132,13 @@ def test_round_trip_through_a_spec_parser_in_any_chunks(
     raw = _encode(items)
     cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=len(raw) + 1), label="cuts")
 
-    parser, dispatched = _parse(_split(raw, cuts))
+    parsed = _Parsed(_split(raw, cuts))
 
-    expected = _expected_events(items)
-    assert dispatched == expected
-    assert parser.events == expected
-    assert len(parser.events) == sum(isinstance(item, Frame) for item in items)
-    assert parser.comments == [item.text for item in items if isinstance(item, Comment)]
+    assert parsed.events == _expected_events(items)
+    assert len(parsed.events) == sum(isinstance(item, Frame) for item in items)
+    assert parsed.comments == [item.text for item in items if isinstance(item, Comment)]
     retries = [item.ms for item in items if isinstance(item, Retry)]
-    assert parser.retry == (retries[-1] if retries else None)
+    assert parsed.retry_ms == (retries[-1] if retries else None)
 
 
 @hypothesis.given(items=_items)
@@ -170,10 +164,10 @@ _TRICKY_STREAM: list[Item] = [
 def test_one_byte_at_a_time() -> None:
     raw = _encode(_TRICKY_STREAM)
 
-    _, dispatched = _parse(raw[i : i + 1] for i in range(len(raw)))
+    parsed = _Parsed(raw[i : i + 1] for i in range(len(raw)))
 
-    assert dispatched == _expected_events(_TRICKY_STREAM)
-    assert len(dispatched) == 4
+    assert parsed.events == _expected_events(_TRICKY_STREAM)
+    assert len(parsed.events) == 4
 
 
 def test_every_single_split_point() -> None:
@@ -181,21 +175,20 @@ def test_every_single_split_point() -> None:
     expected = _expected_events(_TRICKY_STREAM)
 
     for cut in range(len(raw) + 1):
-        _, dispatched = _parse([raw[:cut], raw[cut:]])
-        assert dispatched == expected, cut
+        assert _Parsed([raw[:cut], raw[cut:]]).events == expected, cut
 
 
 def test_tricky_stream_parses_to_exact_events() -> None:
-    parser, dispatched = _parse([_encode(_TRICKY_STREAM)])
+    parsed = _Parsed([_encode(_TRICKY_STREAM)])
 
-    assert dispatched == [
-        ServerSentEvent("progress", "é😀\nline two\nline three\n中", "1-0", 1500),
-        ServerSentEvent("message", '{"q": "\\"quoted\\""}\n\ndata: injected', None, 1500),
-        ServerSentEvent("message", "", "", 1500),
-        ServerSentEvent("ü", "\n", "2-0", 1500),
+    assert parsed.events == [
+        ServerSentEvent("progress", "é😀\nline two\nline three\n中", "1-0"),
+        ServerSentEvent("message", '{"q": "\\"quoted\\""}\n\ndata: injected', None),
+        ServerSentEvent("message", "", ""),
+        ServerSentEvent("ü", "\n", "2-0"),
     ]
-    assert parser.comments == ["ping"]
-    assert parser.last_event_id == "2-0"
+    assert parsed.comments == ["ping"]
+    assert parsed.retry_ms == 1500
 
 
 def test_frame_bytes() -> None:
@@ -260,8 +253,8 @@ def test_jobwire_envelope_is_one_data_line(event: Event, ms: int, seq: int) -> N
 
     data_lines = [line for line in raw.split(b"\n") if line.startswith(b"data:")]
     assert data_lines == [b"data: " + encode_event(event)]
-    _, dispatched = _parse([raw])
+    dispatched = _Parsed([raw]).events
     assert len(dispatched) == 1
     assert dispatched[0].event == event["type"]
     assert dispatched[0].id == f"{ms}-{seq}"
-    assert dispatched[0].json() == event
+    assert orjson.loads(dispatched[0].data) == event

@@ -76,6 +76,14 @@ def test_the_spec_details() -> None:
     assert parser.retry_ms is None
 
 
+def test_comments_dispatch_nothing_but_are_told_to_whoever_asks() -> None:
+    comments: list[str] = []
+    parser = SSEParser(on_comment=comments.append)
+
+    assert parser.feed(STREAM + b":no space\n: two  spaces\n:\n\n") == EXPECTED
+    assert comments == ["ping", "no space", "two  spaces", ""]
+
+
 def test_an_endless_line_is_refused() -> None:
     parser = SSEParser(max_event_bytes=1000)
     parser.feed(b"data: " + b"x" * 900)
