@@ -17,11 +17,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.endpoints import health, jobs, multistream, openapi, page, stream
-from gateway.endpoints.auth import Access, install_log_redaction
 from gateway.endpoints.dispatch import GatewayApp
 from gateway.endpoints.errors import error_response, exception_handlers
 from gateway.endpoints.limits import Limits
+from gateway.endpoints.redaction import install_log_redaction
 from gateway.endpoints.services import Services
+from gateway.endpoints.tokens import Access
 from gateway.engine.hub import Hub
 from shared.clients import connection_pool, create_redis
 from shared.keys import Keys

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from gateway.endpoints.auth import Access
+from gateway.endpoints.tokens import Access
 from jobwire import cli
 from shared.catalog import ALIVE_WITHIN_S, count_alive, mark_alive
 from shared.keys import Keys

@@ -1,31 +1,26 @@
-"""Where a subscriber resumes: reading its position, and deciding whether the stream can vouch
-for it.
+"""Reading the client's position: `Last-Event-ID`, else `?last_event_id=`; 400 when malformed.
 
 A single-job stream's position is a stream id. A multi-job stream's position is a cursor, one
 stream id per job: `<job>:<ms>-<seq>` entries joined by `,` (`:` and `,` never occur in job
-ids). Resuming is exact only from an id the stream still holds; any other position (trimmed
-away, of another job, invented) gets a `reset` carrying the job's snapshot, then everything
-the stream holds.
+ids). Whether the stream can vouch for a position is decided in
+`gateway.endpoints.resumption`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from starlette.requests import Request
 
 from gateway.endpoints.errors import APIError
-from gateway.endpoints.services import Services
-from gateway.engine.resume import Resume
 from shared.keys import InvalidJobId, validate_job_id
-from shared.state import TERMINAL_STATUSES, JobStatus
 from shared.streamid import InvalidStreamId, StreamId
 
 __all__ = [
+    "cursor_positions",
     "parse_cursor",
     "parse_position",
     "requested",
-    "resume_point",
 ]
 
 # Longest accepted Last-Event-ID: a cursor over the most jobs one stream may carry.
@@ -65,36 +60,14 @@ def parse_cursor(raw: str) -> dict[str, StreamId]:
     return cursor
 
 
-async def resume_point(
-    svc: Services, job_id: str, position: StreamId | None, state: dict[str, Any]
-) -> Resume:
-    last = StreamId.parse(state["last_event_id"])
-    known = {"status": state["status"], "updated_at": state["updated_at"]}
-    if position == last and JobStatus(state["status"]) in TERMINAL_STATUSES:
-        return Resume(job_id, position, None, finished=True, **known)
-    reason = await _unvouched(svc, job_id, position, last)
-    if reason is None:
-        return Resume(job_id, position, None, finished=False, **known)
-    reset = {"job": job_id, "reason": reason, "state": state}
-    return Resume(job_id, None, reset, finished=False, **known)
-
-
-async def _unvouched(
-    svc: Services, job_id: str, position: StreamId | None, last: StreamId
-) -> str | None:
-    """Why the stream cannot vouch for continuing from `position`, or None if it can."""
-    stream_key = svc.keys.events(job_id)
-    if position is None:
-        info: dict[str, Any] = await svc.redis.xinfo_stream(stream_key)
-        trimmed = int(info["entries-added"]) > int(info["length"])
-        return "history_trimmed" if trimmed else None
-    if position > last:
-        return "unknown_position"
-    # XREAD from an id that is not in the stream silently starts at the next one: an id that
-    # was trimmed away would look like a clean resume, so check it is really there.
-    if not await svc.redis.xrange(stream_key, str(position), str(position)):
-        return "unknown_position"
-    return None
+def cursor_positions(raw: str | None, job_ids: Sequence[str]) -> dict[str, StreamId | None]:
+    """Each of `job_ids` with its position in the cursor `raw` (None: not in it, or no cursor);
+    400 for a cursor naming a job the stream was not asked for."""
+    cursor = {} if raw is None else parse_cursor(raw)
+    strangers = sorted(set(cursor) - set(job_ids))
+    if strangers:
+        raise APIError(400, "invalid_last_event_id", {"jobs_not_requested": strangers})
+    return {job_id: cursor.get(job_id) for job_id in job_ids}
 
 
 def _invalid(detail: str) -> APIError:

@@ -18,8 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.endpoints.auth import Access, WatchGrant, redact_target
 from gateway.endpoints.errors import APIError
+from gateway.endpoints.redaction import redact_target
+from gateway.endpoints.tokens import Access, WatchGrant
 from shared.settings import Settings, SettingsError, parse_api_keys
 from tests.auth_support import (
     ALICE_KEY,
