@@ -12,7 +12,7 @@ from jobwire.client.backoff import Backoff
 from jobwire.client.errors import GatewayError, GatewayUnreachable
 from jobwire.client.http import authorization, check_answer, describe
 from jobwire.client.job import Job
-from jobwire.client.stream import StreamOptions
+from jobwire.client.stream import DEFAULT_READ_TIMEOUT_S, StreamOptions
 
 __all__ = ["DEFAULT_URL", "Client"]
 
@@ -35,7 +35,7 @@ class Client:
         *,
         timeout_s: float = 10.0,
         backoff: Backoff = DEFAULT_BACKOFF,
-        read_timeout_s: float = 45.0,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         give_up_after_s: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")

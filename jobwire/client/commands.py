@@ -23,10 +23,12 @@ from jobwire.client.errors import JobCancelled, JobFailed, JobwireError, Request
 from jobwire.client.job import Job
 
 __all__ = [
+    "API_KEY_ENV",
     "EXIT_CANCELLED",
     "EXIT_COMPLETED",
     "EXIT_FAILED",
     "EXIT_USAGE",
+    "URL_ENV",
     "Target",
     "UsageError",
     "parse_assignments",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+# The client's own settings: the gateway and the worker do not read them (their settings know
+# the names only so as not to warn about them).
 URL_ENV, API_KEY_ENV = "JOBWIRE_URL", "JOBWIRE_API_KEY"
 # Refusals that mean the command named a job or arguments the gateway does not take.
 _USAGE_STATUSES = frozenset({400, 413, 422})

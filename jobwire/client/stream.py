@@ -30,9 +30,21 @@ from jobwire.client.http import (
     retry_after_s,
 )
 from jobwire.client.sse import EventStreamTooLarge, SSEParser
+from shared.settings import Settings
 from shared.streamid import StreamId
 
-__all__ = ["ConnectionListener", "ConnectionState", "StreamOptions", "stream_events"]
+__all__ = [
+    "DEFAULT_READ_TIMEOUT_S",
+    "ConnectionListener",
+    "ConnectionState",
+    "StreamOptions",
+    "stream_events",
+]
+
+# The gateway pings an idle stream every JOBWIRE_PING_S: three pings missed (at the default
+# interval) mean the connection is dead even if no error says so.
+_MISSED_PINGS = 3
+DEFAULT_READ_TIMEOUT_S = _MISSED_PINGS * Settings().ping_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +64,7 @@ ConnectionListener = Callable[[ConnectionState], None]
 @dataclass(frozen=True, slots=True)
 class StreamOptions:
     backoff: Backoff = field(default_factory=Backoff)
-    # The gateway pings an idle stream every JOBWIRE_PING_S (15 s by default): three missed
-    # pings mean the connection is dead even if no error says so.
-    read_timeout_s: float = 45.0
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     connect_timeout_s: float = 10.0
     # None: keep trying for as long as the consumer waits (like a browser's EventSource).
     give_up_after_s: float | None = None

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobwire.cli import main
-from jobwire.client.commands import parse_assignments
+from jobwire.client.commands import API_KEY_ENV, URL_ENV, parse_assignments
 from shared.catalog import advertise
 from shared.keys import Keys
 from shared.settings import Settings
@@ -110,6 +111,15 @@ async def test_a_failed_job_exits_1_and_the_url_comes_from_the_environment(
     assert failed["type"] == "failed"
     assert failed["data"]["type"] == "RuntimeError"
     assert failed["data"]["message"] == "out of memory"
+
+
+def test_the_client_settings_are_documented_and_no_server_setting_warns_about_them() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Settings.from_env({URL_ENV: "http://gateway:8000", API_KEY_ENV: "k" * 20})
+    assert [name for name in (URL_ENV, API_KEY_ENV) if f"`{name}`" not in readme] == []
 
 
 async def test_a_cancelled_job_exits_130(stack: Gateway) -> None:

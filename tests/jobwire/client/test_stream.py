@@ -4,11 +4,13 @@ consumer sees are exactly the stream's, however often the connection is cut."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 from redis.asyncio import Redis
 
 from jobwire.client import Backoff, Client, ConnectionState, GatewayUnreachable, JobEvent
+from jobwire.client.stream import StreamOptions
 from shared.settings import Settings
 from tests.client_support import running_proxy
 from tests.conftest import Gateway, StartGateway
@@ -131,3 +133,11 @@ async def test_credentials_go_in_the_authorization_header(stack: Gateway) -> Non
     assert len(watches) == 2
     assert b"authorization: bearer key-1\r\n" in watches[0]  # the key outlives any token
     assert b"authorization: bearer token-1\r\n" in watches[1]
+
+
+def test_a_quiet_stream_is_given_up_only_after_missing_several_default_pings() -> None:
+    pings_missed = StreamOptions().read_timeout_s / Settings().ping_s
+
+    assert pings_missed >= 2
+    default = inspect.signature(Client).parameters["read_timeout_s"].default
+    assert default == StreamOptions().read_timeout_s
