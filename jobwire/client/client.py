@@ -13,10 +13,18 @@ from jobwire.client.errors import GatewayError, GatewayUnreachable
 from jobwire.client.http import authorization, check_answer, describe
 from jobwire.client.job import Job
 from jobwire.client.stream import DEFAULT_READ_TIMEOUT_S, StreamOptions
+from shared.settings import Settings
 
 __all__ = ["DEFAULT_URL", "Client"]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+
+def _default_gateway_url() -> str:
+    """Where a gateway started with the default settings listens (`jobwire up`)."""
+    defaults = Settings()
+    return f"http://{defaults.host}:{defaults.port}"
+
+
+DEFAULT_URL = _default_gateway_url()
 DEFAULT_BACKOFF = Backoff()
 
 
