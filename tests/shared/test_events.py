@@ -108,30 +108,23 @@ def test_injection_attempt_stays_inside_one_line() -> None:
 
 
 _MISSING = object()
+_COMPLETE: dict[str, object] = {
+    "v": 1,
+    "type": "progress",
+    "job": "j",
+    "ts": 1,
+    "attempt": 1,
+    "data": {},
+}
 
 
 def _envelope(**changes: object) -> bytes:
-    value: dict[str, object] = {
-        "v": 1,
-        "type": "progress",
-        "job": "j",
-        "ts": 1,
-        "attempt": 1,
-        "data": {},
-    }
-    value.update(changes)
+    value = _COMPLETE | changes
     return orjson.dumps({k: v for k, v in value.items() if v is not _MISSING})
 
 
 def test_a_complete_envelope_decodes() -> None:
-    assert decode_event(_envelope()) == {
-        "v": 1,
-        "type": "progress",
-        "job": "j",
-        "ts": 1,
-        "attempt": 1,
-        "data": {},
-    }
+    assert decode_event(_envelope()) == _COMPLETE
 
 
 @pytest.mark.parametrize(
