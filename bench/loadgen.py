@@ -1,5 +1,9 @@
 """The SSE load generator: N subscribers over C jobs, events at a given rate, measured.
 
+Each subscriber watches one job, or with `jobs_per_stream` > 1 several on one multi-job stream
+(`GET /events?job=a&job=b&job=c`, Jobwire only): the jobs are cut into groups of that size,
+and subscriber i watches group i mod groups.
+
 The controller (this module) drives child processes over pipes (bench/channel.py):
 - subscriber processes (bench/subscribers.py), N split evenly among them — one process per
   core's worth of parsing, so the load generator is not what saturates;
@@ -11,7 +15,8 @@ p50 / p99 / max from the send timestamp in each event, gaps / duplicates / missi
 Redis, Redis connections held by the target, and the load generator's own CPU.
 
 Resume storm: every subscriber drops (RST), K events are published per job, every subscriber
-reconnects with Last-Event-ID; the figure is the time until the last one has caught up.
+reconnects with Last-Event-ID (a composite cursor on a multi-job stream); the figure is the
+time until the last one has caught up with every job it watches.
 
 Standalone, against a server already running:
 
@@ -28,7 +33,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import uvloop
@@ -64,6 +69,20 @@ class Load:
     # Connections awaiting their response headers at once, over all processes: below every
     # target's accept backlog (2,048), so a connection storm never meets dropped SYNs.
     window: int = 1_000
+    jobs_per_stream: int = 1  # more than one: multi-job streams (`GET /events?job=…`)
+
+    def streams(self, jobs: list[str], target: Target) -> tuple[list[str], list[list[int]]]:
+        """Each stream's path on `target` and the indices in `jobs` of the jobs it watches."""
+        size = self.jobs_per_stream
+        if len(jobs) % size:
+            raise ValueError(f"{len(jobs)} jobs do not split into streams of {size}")
+        groups = [list(range(start, start + size)) for start in range(0, len(jobs), size)]
+        if size == 1:
+            return [target.events_path.format(job=job) for job in jobs], groups
+        if target.multi_events_path is None:
+            raise RuntimeError(f"{target.name} has no multi-job stream")
+        query = [urlencode([("job", jobs[index]) for index in group]) for group in groups]
+        return [f"{target.multi_events_path}?{part}" for part in query], groups
 
 
 @dataclass
@@ -214,6 +233,7 @@ class LoadGenerator:
 
     async def _start(self) -> None:
         processes = min(self.load.processes, self.load.subscribers)
+        paths, stream_jobs = self.load.streams(self.jobs, self.target)
         self._publisher = await Child.start("bench.publishers", "publisher")
         for index in range(processes):
             self._subscribers.append(await Child.start("bench.subscribers", f"subscribers-{index}"))
@@ -224,7 +244,8 @@ class LoadGenerator:
                     "setup",
                     host="127.0.0.1",
                     port=self.target.port,
-                    path=self.target.events_path,
+                    paths=paths,
+                    stream_jobs=stream_jobs,
                     jobs=self.jobs,
                     first=index,
                     total=self.load.subscribers,
@@ -465,12 +486,13 @@ def _standalone_target(args: argparse.Namespace) -> Target:
         redis=RedisServer(redis_port, args.redis_pid),
         publisher=publisher,
         events_path=urlsplit(args.url).path,
+        multi_events_path=args.multi_path,
     )
 
 
 async def _standalone(args: argparse.Namespace) -> None:
     target = _standalone_target(args)
-    load = Load(args.subscribers, args.jobs, args.processes)
+    load = Load(args.subscribers, args.jobs, args.processes, jobs_per_stream=args.jobs_per_stream)
     async with LoadGenerator(target, load) as loadgen:
         report: dict[str, Any] = {"connect": asdict(await loadgen.connect())}
         _print(report["connect"])
@@ -500,6 +522,10 @@ def main() -> None:
     parser.add_argument("--redis-pid", type=int, default=0)
     parser.add_argument("--subscribers", type=int, default=1_000)
     parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument(
+        "--jobs-per-stream", type=int, default=1, help="jobs per multi-job stream (--multi-path)"
+    )
+    parser.add_argument("--multi-path", default="/events", help="the multi-job stream's path")
     parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
     parser.add_argument("--rate", type=float, default=0, help="delivered events/s to ask for")
     parser.add_argument("--warmup", type=float, default=2.0)

@@ -10,6 +10,8 @@ subscribers connect, and then:
   halving the interval to the first failing rate until the two are within `--precision`;
 - resume storms: everyone drops, K events per job are published, everyone reconnects with
   Last-Event-ID; timed until the last subscriber caught up (median of `--storm-repeats`).
+  The `*-multi` shapes do it on multi-job streams (`GET /events?job=a&job=b&job=c`), whose
+  Last-Event-ID is a composite cursor; only the Jobwire targets serve those.
 Tables go to stdout as Markdown, every figure to a JSON file.
 """
 
@@ -40,7 +42,7 @@ from bench.loadgen import (
 )
 from bench.processes import ServiceFailed
 from bench.stats import median
-from bench.targets import TARGETS, start_target
+from bench.targets import TARGETS, serves_multi_job_streams, start_target
 
 __all__ = ["SHAPES", "Shape", "main"]
 
@@ -64,10 +66,14 @@ class Shape:
     start_rate: float = 0.0  # delivered events/s where the rate search begins; 0: no search
     fixed_rate: float = 0.0  # one step at this delivered rate instead of a search
     storms: tuple[int, ...] = ()  # events behind, one resume storm each
+    jobs_per_stream: int = 1  # more than one: each subscriber is on a multi-job stream
 
     @property
     def label(self) -> str:
-        return f"{self.name}: {self.subscribers:,} x {self.jobs:,}"
+        label = f"{self.name}: {self.subscribers:,} x {self.jobs:,}"
+        if self.jobs_per_stream > 1:
+            label += f" ({self.jobs_per_stream} per stream)"
+        return label
 
 
 SHAPES = {
@@ -78,6 +84,9 @@ SHAPES = {
         Shape("15k-10", 15_000, 10, start_rate=8_000),
         Shape("10k-1000", 10_000, 1_000, start_rate=4_000),
         Shape("storm", 10_000, 10, storms=(20, 100)),
+        # 10 streams of 3 jobs, 1,000 subscribers each: per job as many watchers as `storm`.
+        Shape("storm-multi", 10_000, 30, storms=(20, 100), jobs_per_stream=3),
+        Shape("smoke-multi", 1_000, 30, storms=(20,), jobs_per_stream=3),
         Shape("hold", 18_000, 10, fixed_rate=2_000),
     )
 }
@@ -104,10 +113,20 @@ async def run_shape(
     shape: Shape, target_name: str, repeat: int, args: argparse.Namespace
 ) -> Outcome:
     outcome = Outcome(shape.name, target_name, repeat)
+    if shape.jobs_per_stream > 1 and not serves_multi_job_streams(target_name):
+        outcome.error = "no multi-job stream"
+        _log(target_name, shape, "skipped: the target has no multi-job stream")
+        return outcome
     env = dict(item.split("=", 1) for item in args.gateway_env)
     try:
         with start_target(target_name, env, args.log_dir / shape.name) as target:
-            load = Load(shape.subscribers, shape.jobs, args.processes, args.window)
+            load = Load(
+                shape.subscribers,
+                shape.jobs,
+                args.processes,
+                args.window,
+                jobs_per_stream=shape.jobs_per_stream,
+            )
             async with asyncio.timeout(SHAPE_TIMEOUT_S), LoadGenerator(target, load) as loadgen:
                 outcome.connect = await loadgen.connect()
                 _log(target_name, shape, _describe_connect(outcome.connect))

@@ -7,7 +7,8 @@
 - `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
 - `nchan`: nginx + Nchan with Redis storage, one worker.
 
-Every one serves `GET /jobs/<id>/events` on 127.0.0.1 and resumes from `Last-Event-ID`.
+Every one serves `GET /jobs/<id>/events` on 127.0.0.1 and resumes from `Last-Event-ID`; the
+Jobwire ones also serve several jobs on one stream, `GET /events?job=a&job=b`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,23 @@ from bench.processes import (
     wait_for_port,
 )
 
-__all__ = ["EVENTS_PATH", "TARGETS", "RedisServer", "Target", "redis_server", "start_target"]
+__all__ = [
+    "EVENTS_PATH",
+    "MULTI_EVENTS_PATH",
+    "TARGETS",
+    "RedisServer",
+    "Target",
+    "redis_server",
+    "serves_multi_job_streams",
+    "start_target",
+]
 
 TARGETS = ("jobwire", "jobwire*2", "naive", "nchan")
 # `jobwire gateway` from a source tree other than the installed one (every tree since the
 # first gateway has `gateway/__main__.py`).
 _GATEWAY_FROM_TREE = "import runpy; runpy.run_module('gateway', run_name='__main__')"
 EVENTS_PATH = "/jobs/{job}/events"
+MULTI_EVENTS_PATH = "/events"
 KEY_PREFIX = "jobwire"
 # Redis keeps 32 descriptors for itself below the 20,000 open-file limit.
 REDIS_MAX_CLIENTS = 19_900
@@ -63,6 +74,7 @@ class Target:
     redis: RedisServer
     publisher: dict[str, Any]  # how bench.publishers reaches it
     events_path: str = EVENTS_PATH
+    multi_events_path: str | None = None  # None: no multi-job stream
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,7 +112,7 @@ def start_target(
         redis = stack.enter_context(redis_server(run_dir))
         redis_publisher = {"kind": "redis", "redis_url": redis.url, "key_prefix": KEY_PREFIX}
         port = free_port()
-        if name.startswith(("jobwire*", "jobwire@")) or name == "jobwire":
+        if _is_jobwire(name):
             processes = int(name.partition("*")[2] or 1)
             env = {
                 "JOBWIRE_REDIS_URL": redis.url,
@@ -126,7 +138,9 @@ def start_target(
             process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
             _ready(lambda: wait_for_http(name, port, "/healthz", process), log)
             _ready(lambda: wait_for_listeners(name, port, processes, process), log)
-            yield Target(name, port, process.pid, redis, redis_publisher)
+            yield Target(
+                name, port, process.pid, redis, redis_publisher, multi_events_path=MULTI_EVENTS_PATH
+            )
         elif name == "naive":
             env = {"JOBWIRE_REDIS_URL": redis.url, "JOBWIRE_KEY_PREFIX": KEY_PREFIX}
             command = [sys.executable, "-m", "bench.naive_gateway", "--port", str(port)]
@@ -140,6 +154,15 @@ def start_target(
             yield Target(name, port, server.pid, redis, publisher)
         else:
             raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+
+
+def serves_multi_job_streams(name: str) -> bool:
+    """Whether target `name` serves `GET /events?job=…` (only Jobwire does)."""
+    return _is_jobwire(name)
+
+
+def _is_jobwire(name: str) -> bool:
+    return name.startswith(("jobwire*", "jobwire@")) or name == "jobwire"
 
 
 def _export(ref: str, tree: Path) -> None:
