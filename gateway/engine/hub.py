@@ -1,178 +1,45 @@
 """The fan-out hub: one per gateway process, between Redis and every open event stream.
 
-- One pub/sub connection, subscribed to the live channel of each job that has subscribers
-  here (one subscription per job, however many subscribers). The publish script announces
-  `<stream id> <event json>` there, so live events need no read of the stream.
-- Each event is framed once; the same bytes go to every single-job subscriber of that job.
-  Delivery appends to the subscriber's outbox and one flush per loop turn writes each outbox
-  in one write, straight to the socket (`gateway.engine.connection`): no task is woken per
-  subscriber per event. A subscriber whose unsent bytes pass `max_buffer_bytes` is cut off;
-  it resumes from its own Last-Event-ID like after any network loss.
-- Joining: a subscriber attaches to the live feed first, then backfills from its position —
-  from the job's ring of recent frames when it covers the position, else with XRANGE — and
-  drops live events it already has by id. Events announced while it backfills wait in its
-  own holding list.
-- Pub/sub does not replay what it missed: after the connection is lost, the hub reconnects
-  with backoff, subscribes again and re-reads each watched stream from the last id it
-  delivered. The stream is the truth; ids are compared as integers.
-- A job's subscription ends `hub_linger_s` after its last subscriber left (so a reconnecting
-  crowd finds the ring still warm); nothing else outlives its subscribers.
+Each event is framed once (`entry`), recorded in its job's feed and ring (`feed`), and its
+bytes appended to the outbox of each of the job's subscribers (`subscriber`); one flush per
+loop turn writes each outbox in one write (`connection`): no task is woken per subscriber per
+event. A subscriber with more than `max_buffer_bytes` unsent is cut off and resumes from its
+Last-Event-ID, as after any network loss. Live events come from one pub/sub connection
+(`reader`); pings and `stalled` from `liveness`.
+
+Joining: a subscriber attaches to the job's feed first, then backfills from its position (from
+the ring when it holds the position, else with XRANGE) while live events wait in its holding
+list; it drops those it already has by id. A job's subscription ends `hub_linger_s` after its
+last subscriber left, so a reconnecting crowd finds the ring warm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import NamedTuple
 
-import orjson
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as AbstractConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.engine.connection import Connection
-from gateway.engine.resume import Resume, format_cursor
-from shared import sse
-from shared.events import TERMINAL_TYPES, now_ms
+from gateway.engine.entry import Entry
+from gateway.engine.feed import Feed
+from gateway.engine.liveness import note, ping_forever, watch_stalls
+from gateway.engine.reader import PubSubReader
+from gateway.engine.resume import Resume
+from gateway.engine.subscriber import Outcome, Subscriber
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.state import JobStatus, is_stalled, status_after
 from shared.streamid import StreamId
 
-__all__ = ["Entry", "Hub", "Outcome", "Subscriber"]
+__all__ = ["Hub"]
 
 logger = logging.getLogger("jobwire.hub")
 
 BACKFILL_BATCH = 500
 # The first read of a backfill, before the size of this job's events is known.
 FIRST_BACKFILL_BATCH = 32
-PING = sse.comment("ping")
-_RECONNECT_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _SUBSCRIBE_TIMEOUT_S = 30.0
-_STATUSES = frozenset(status.value for status in JobStatus)
-
-
-class Outcome(Enum):
-    FINISHED = "finished"  # every job delivered its terminal event
-    LOST = "lost"  # the client went away
-    CUT = "cut"  # too slow: more than max_buffer_bytes unsent
-    SHUTDOWN = "shutdown"  # the gateway is stopping
-    UNAVAILABLE = "unavailable"  # Redis could not be read to join: the client retries
-
-
-class Entry(NamedTuple):
-    """One stored event as the hub holds it: framed once for single-job streams."""
-
-    id: StreamId
-    type: str
-    ts: int
-    payload: bytes
-    frame: bytes
-
-    @property
-    def terminal(self) -> bool:
-        return self.type in TERMINAL_TYPES
-
-    @property
-    def size(self) -> int:
-        """Bytes the entry holds, as counted against the ring's byte bound."""
-        return len(self.payload) + len(self.frame)
-
-    @classmethod
-    def of(cls, raw_id: bytes | str, payload: bytes) -> Entry:
-        text_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        event = orjson.loads(payload)
-        event_type = event["type"]
-        frame = _frame(payload, event_type, text_id)
-        return cls(StreamId.parse(text_id), event_type, event["ts"], payload, frame)
-
-
-def _frame(payload: bytes, event_type: str, event_id: str) -> bytes:
-    return sse.frame(payload, event=event_type, id=event_id)
-
-
-def _newer_in_ring(feed: Feed, position: StreamId) -> list[Entry] | None:
-    """The ring's entries after `position`, oldest first, if the ring holds `position`."""
-    if not feed.ring or feed.ring[-1].id != feed.last_id:
-        return None
-    newer: list[Entry] = []
-    for entry in reversed(feed.ring):
-        if entry.id == position:
-            newer.reverse()
-            return newer
-        if entry.id < position:
-            return None
-        newer.append(entry)
-    return None
-
-
-class Subscriber:
-    """One open stream: its connection, its outbox, and where it is in each job."""
-
-    __slots__ = (
-        "composite",
-        "connection",
-        "cursor",
-        "done",
-        "finishing",
-        "holding",
-        "open_jobs",
-        "outbox",
-        "wrote",
-    )
-
-    def __init__(self, connection: Connection, resumes: list[Resume], composite: bool) -> None:
-        self.connection = connection
-        self.composite = composite
-        self.cursor: dict[str, StreamId | None] = {r.job_id: r.after for r in resumes}
-        self.open_jobs = {r.job_id for r in resumes if not r.finished}
-        self.holding: dict[str, list[Entry]] = {}
-        self.outbox: list[bytes] = []
-        self.finishing = False
-        self.wrote = False
-        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-
-    def frame_for(self, job_id: str, entry: Entry) -> bytes:
-        if not self.composite:
-            return entry.frame
-        cursor = {job: pos for job, pos in self.cursor.items() if pos is not None}
-        return _frame(entry.payload, entry.type, format_cursor(cursor))
-
-
-@dataclass(eq=False)
-class Feed:
-    """One watched job: its subscribers here and the recent events the hub has seen."""
-
-    job_id: str
-    channel: bytes
-    ring: deque[Entry] = field(default_factory=deque)
-    ring_bytes: int = 0
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
-    last_id: StreamId | None = None  # the last event delivered live to this feed
-    live: set[Subscriber] = field(default_factory=set)  # single-job, at last_id
-    live_composite: set[Subscriber] = field(default_factory=set)
-    joining: set[Subscriber] = field(default_factory=set)
-    ahead: set[Subscriber] = field(default_factory=set)  # joined past last_id
-    linger: asyncio.TimerHandle | None = None
-    status: str = JobStatus.QUEUED.value
-    last_event_ms: int = 0
-    stalled: bool = False  # `stalled` was sent and no event came since
-
-    @property
-    def empty(self) -> bool:
-        return not (self.live or self.live_composite or self.joining or self.ahead)
-
-    def members(self) -> Iterable[Subscriber]:
-        yield from self.live
-        yield from self.live_composite
-        yield from self.joining
-        yield from self.ahead
 
 
 class Hub:
@@ -181,13 +48,10 @@ class Hub:
         self._settings = settings
         self._keys = Keys(settings.key_prefix)
         self._feeds: dict[str, Feed] = {}
-        self._by_channel: dict[bytes, Feed] = {}
         self._subscribers: set[Subscriber] = set()
         self._dirty: set[Subscriber] = set()
         self._flush_scheduled = False
-        self._pubsub: AbstractConnection | None = None
-        self._connected = asyncio.Event()
-        self._has_feeds = asyncio.Event()
+        self._reader = PubSubReader(redis, self._keys, self._dispatch)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop = asyncio.get_running_loop()
@@ -196,11 +60,14 @@ class Hub:
 
     async def start(self, shutdown: asyncio.Event) -> None:
         """Start reading; `shutdown` (the app's) ends every stream when it is set."""
+        loop, settings = self._loop, self._settings
+        pings = ping_forever(settings.ping_s, self._subscribers, self._send)
+        stalls = watch_stalls(settings.heartbeat_s, self._feeds, self._send)
         self._tasks = [
-            self._loop.create_task(self._read_forever(), name="jobwire-hub-reader"),
-            self._loop.create_task(self._ping_forever(), name="jobwire-hub-ping"),
-            self._loop.create_task(self._watch_stalls(), name="jobwire-hub-stalls"),
-            self._loop.create_task(self._shutdown_on(shutdown), name="jobwire-hub-shutdown"),
+            loop.create_task(self._reader.read_forever(), name="jobwire-hub-reader"),
+            loop.create_task(pings, name="jobwire-hub-ping"),
+            loop.create_task(stalls, name="jobwire-hub-stalls"),
+            loop.create_task(self._shutdown_on(shutdown), name="jobwire-hub-shutdown"),
         ]
 
     async def _shutdown_on(self, shutdown: asyncio.Event) -> None:
@@ -216,9 +83,7 @@ class Hub:
             if feed.linger is not None:
                 feed.linger.cancel()
         self._feeds.clear()
-        self._by_channel.clear()
-        if self._pubsub is not None:
-            await self._pubsub.disconnect()
+        await self._reader.close()
 
     def shutdown(self) -> None:
         """End every open stream at once, so its client reconnects elsewhere."""
@@ -227,7 +92,7 @@ class Hub:
             self._end(subscriber, Outcome.SHUTDOWN)
 
     def counts(self) -> dict[str, int]:
-        """What the hub holds: for /readyz, tests and benchmarks."""
+        """What the hub holds: for tests and debugging; no endpoint reports it."""
         return {
             "subscribers": len(self._subscribers),
             "feeds": len(self._feeds),
@@ -266,7 +131,7 @@ class Hub:
         job_id = resume.job_id
         feed = self._attach(job_id)
         if resume.updated_at > feed.last_event_ms:
-            self._note(feed, resume.status, resume.updated_at)
+            note(feed, resume.status, resume.updated_at)
         feed.joining.add(subscriber)
         subscriber.holding[job_id] = []
         try:
@@ -280,13 +145,13 @@ class Hub:
             subscriber.holding.pop(job_id, None)
             feed.joining.discard(subscriber)
         if job_id in subscriber.open_jobs and not subscriber.done.done():
-            self._go_live(subscriber, feed)
+            feed.admit(subscriber)
 
     def vouch(self, job_id: str, position: StreamId) -> Resume | None:
         """A resume point from memory, when this process watches the job and its ring holds
         `position` (so the stream vouches for it without a Redis read); None otherwise."""
         feed = self._feeds.get(job_id)
-        if feed is None or _newer_in_ring(feed, position) is None:
+        if feed is None or feed.newer_than(position) is None:
             return None
         last = feed.ring[-1]
         finished = last.id == position and last.terminal
@@ -295,7 +160,7 @@ class Hub:
     def _replay_ring(self, subscriber: Subscriber, feed: Feed) -> bool:
         """Serve the backfill from the ring if it holds the subscriber's position."""
         position = subscriber.cursor[feed.job_id]
-        newer = None if position is None else _newer_in_ring(feed, position)
+        newer = None if position is None else feed.newer_than(position)
         if newer is None:
             return False
         for entry in newer:
@@ -338,22 +203,13 @@ class Hub:
         except TimeoutError:
             self._end(subscriber, Outcome.CUT)
 
-    def _go_live(self, subscriber: Subscriber, feed: Feed) -> None:
-        position = subscriber.cursor[feed.job_id]
-        if feed.last_id is not None and position == feed.last_id:
-            (feed.live_composite if subscriber.composite else feed.live).add(subscriber)
-        else:
-            feed.ahead.add(subscriber)
-
     # -- delivering ---------------------------------------------------------------------
 
     def _dispatch(self, feed: Feed, entry: Entry) -> None:
         """A new event of `feed`'s job, from pub/sub or from a catch-up read."""
-        if feed.last_id is not None and entry.id <= feed.last_id:
+        if not feed.record(entry):
             return  # already delivered (pub/sub and a catch-up read overlap)
-        feed.last_id = entry.id
-        self._remember(feed, entry)
-        self._note(feed, entry.type, entry.ts)
+        note(feed, entry.type, entry.ts)
         frame = entry.frame
         for subscriber in feed.live:
             subscriber.outbox.append(frame)
@@ -371,18 +227,6 @@ class Hub:
             for subscriber in list(feed.live):
                 self._close_job(subscriber, feed.job_id)
         self._schedule_flush()
-
-    def _remember(self, feed: Feed, entry: Entry) -> None:
-        """Keep `entry` in the job's ring, oldest out first past its count or byte bound (a
-        job of large events keeps fewer of them; the last one always stays)."""
-        ring = feed.ring
-        ring.append(entry)
-        feed.ring_bytes += entry.size
-        settings = self._settings
-        while len(ring) > settings.hub_ring_size or (
-            feed.ring_bytes > settings.hub_ring_bytes and len(ring) > 1
-        ):
-            feed.ring_bytes -= ring.popleft().size
 
     def _deliver_if_new(self, subscriber: Subscriber, job_id: str, entry: Entry) -> None:
         position = subscriber.cursor[job_id]
@@ -449,28 +293,23 @@ class Hub:
             if feed is not None:
                 self._detach(feed, subscriber)
 
-    # -- feeds and the pub/sub connection ----------------------------------------------
+    # -- feeds --------------------------------------------------------------------------
 
     def _attach(self, job_id: str) -> Feed:
         feed = self._feeds.get(job_id)
         if feed is None:
             channel = self._keys.live(job_id).encode()
-            feed = Feed(job_id, channel)
+            settings = self._settings
+            feed = Feed(job_id, channel, settings.hub_ring_size, settings.hub_ring_bytes)
             self._feeds[job_id] = feed
-            self._by_channel[channel] = feed
-            self._has_feeds.set()
-            self._command("SUBSCRIBE", channel)
+            self._reader.subscribe(feed)
         elif feed.linger is not None:
             feed.linger.cancel()
             feed.linger = None
         return feed
 
     def _detach(self, feed: Feed, subscriber: Subscriber) -> None:
-        feed.live.discard(subscriber)
-        feed.live_composite.discard(subscriber)
-        feed.joining.discard(subscriber)
-        feed.ahead.discard(subscriber)
-        if feed.empty and feed.linger is None and self._feeds.get(feed.job_id) is feed:
+        if feed.remove(subscriber) and feed.linger is None and self._feeds.get(feed.job_id) is feed:
             feed.linger = self._loop.call_later(self._settings.hub_linger_s, self._forget, feed)
 
     def _forget(self, feed: Feed) -> None:
@@ -478,142 +317,4 @@ class Hub:
         if not feed.empty or self._feeds.get(feed.job_id) is not feed:
             return
         del self._feeds[feed.job_id]
-        del self._by_channel[feed.channel]
-        if not self._feeds:
-            self._has_feeds.clear()
-        self._command("UNSUBSCRIBE", feed.channel)
-
-    def _command(self, *args: str | bytes) -> None:
-        """Send a (UN)SUBSCRIBE; its confirmation is read by the reader task."""
-        if self._pubsub is not None and self._connected.is_set():
-            self._loop.create_task(self._send_command(self._pubsub, *args))
-
-    async def _send_command(self, connection: AbstractConnection, *args: str | bytes) -> None:
-        try:
-            await connection.send_command(*args, check_health=False)
-        except (RedisError, OSError) as exc:
-            logger.warning("pub/sub %s failed: %s", args[0], exc)
-            await connection.disconnect()  # the reader reconnects and subscribes again
-
-    async def _read_forever(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                await self._read_messages()
-            except (AbstractConnectionError, RedisTimeoutError, OSError) as exc:
-                self._connected.clear()
-                for feed in self._feeds.values():
-                    feed.subscribed.clear()
-                delay = _RECONNECT_BACKOFF_S[min(attempt, len(_RECONNECT_BACKOFF_S) - 1)]
-                attempt += 1
-                logger.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-
-    async def _connect(self) -> None:
-        if self._pubsub is not None:
-            await self._pubsub.disconnect()
-        pool = self._redis.connection_pool
-        connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        connection.health_check_interval = 0
-        await connection.connect()  # type: ignore[no-untyped-call]
-        self._pubsub = connection
-        self._connected.set()
-        if self._feeds:
-            await connection.send_command("SUBSCRIBE", *self._by_channel, check_health=False)
-
-    async def _read_messages(self) -> None:
-        assert self._pubsub is not None
-        connection = self._pubsub
-        while True:
-            # With no subscription nothing arrives; a read would block (and cancelling a read
-            # drops the connection), so wait for a feed instead.
-            await self._has_feeds.wait()
-            message = await connection.read_response()
-            if isinstance(message, list) and len(message) >= 3:
-                await self._on_message(message[0], message[1], message[2])
-
-    async def _on_message(self, kind: bytes, channel: bytes, data: object) -> None:
-        feed = self._by_channel.get(channel)
-        if feed is None:
-            return
-        if kind == b"message" and isinstance(data, bytes):
-            raw_id, _, payload = data.partition(b" ")
-            self._dispatch(feed, Entry.of(raw_id, payload))
-        elif kind == b"subscribe" and not feed.subscribed.is_set():
-            await self._catch_up(feed)
-            feed.subscribed.set()
-
-    async def _catch_up(self, feed: Feed) -> None:
-        """After (re)subscribing, read what pub/sub may have missed since the last event."""
-        start = self._catch_up_start(feed)
-        if start is None:
-            return
-        key = self._keys.events(feed.job_id)
-        while True:
-            entries = await self._redis.xrange(key, f"({start}", "+", count=BACKFILL_BATCH)
-            for raw_id, fields in entries:
-                self._dispatch(feed, Entry.of(raw_id, fields[b"e"]))
-            if len(entries) < BACKFILL_BATCH:
-                return
-            start = StreamId.parse(entries[-1][0])
-
-    def _catch_up_start(self, feed: Feed) -> StreamId | None:
-        if feed.last_id is not None:
-            return feed.last_id
-        positions = [s.cursor[feed.job_id] for s in feed.ahead]
-        known = [position for position in positions if position is not None]
-        return min(known) if known else None
-
-    async def _ping_forever(self) -> None:
-        """An idle stream gets a comment ping, so proxies do not cut it."""
-        while True:
-            await asyncio.sleep(self._settings.ping_s)
-            for subscriber in self._subscribers:
-                if not subscriber.wrote:
-                    subscriber.outbox.append(PING)
-                    self._dirty.add(subscriber)
-                subscriber.wrote = False
-            self._schedule_flush()
-
-    # -- liveness -----------------------------------------------------------------------
-
-    def _note(self, feed: Feed, event_type_or_status: str, at_ms: int) -> None:
-        """Track what the job is doing, for `stalled`: its status and last event time."""
-        status = (
-            event_type_or_status
-            if event_type_or_status in _STATUSES
-            else status_after(event_type_or_status)
-        )
-        if status is not None:
-            feed.status = str(status)
-        feed.last_event_ms = max(feed.last_event_ms, at_ms)
-        feed.stalled = False
-
-    async def _watch_stalls(self) -> None:
-        """Tell the subscribers of a running job that went silent (its worker died or hung).
-
-        `stalled` carries no `id:`, so it never moves a client's position; the job's next
-        event, if any, is the all-clear (arq reruns a job whose worker died).
-        """
-        heartbeat_s = self._settings.heartbeat_s
-        while True:
-            await asyncio.sleep(heartbeat_s)
-            now = now_ms()
-            for feed in self._feeds.values():
-                if feed.stalled or feed.empty:
-                    continue
-                if is_stalled(feed.status, feed.last_event_ms, heartbeat_s, now):
-                    feed.stalled = True
-                    self._announce_stall(feed, now)
-
-    def _announce_stall(self, feed: Feed, now: int) -> None:
-        data = {
-            "job": feed.job_id,
-            "silent_s": round((now - feed.last_event_ms) / 1000, 1),
-            "last_event_id": None if feed.last_id is None else str(feed.last_id),
-        }
-        frame = sse.frame(orjson.dumps(data), event="stalled")
-        for subscriber in list(feed.members()):
-            self._send(subscriber, frame)
+        self._reader.unsubscribe(feed)

@@ -8,8 +8,9 @@ import asyncio
 from starlette.types import Receive, Scope, Send
 
 from gateway.engine.connection import AsgiConnection, Connection, transport_connection
-from gateway.engine.hub import Hub, Outcome
+from gateway.engine.hub import Hub
 from gateway.engine.resume import Resume
+from gateway.engine.subscriber import Outcome
 
 __all__ = ["EventStreamResponse"]
 

@@ -1,0 +1,101 @@
+"""One watched job (`Feed`): its subscribers in this process, grouped by how far along they
+are, and a ring of its latest events that lets a resume skip Redis.
+
+The ring is bounded by count and by bytes, oldest out first, so a job of large events keeps
+fewer of them; the newest entry always stays, however large, so the ring can still vouch for
+the job's last event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from gateway.engine.entry import Entry
+from gateway.engine.subscriber import Subscriber
+from shared.state import JobStatus
+from shared.streamid import StreamId
+
+__all__ = ["Feed"]
+
+
+@dataclass(eq=False)
+class Feed:
+    """One watched job: its subscribers here and the recent events the hub has seen."""
+
+    job_id: str
+    channel: bytes  # its live pub/sub channel
+    max_ring_entries: int
+    max_ring_bytes: int
+    ring: deque[Entry] = field(default_factory=deque)
+    ring_bytes: int = 0
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)  # and caught up
+    last_id: StreamId | None = None  # the last event delivered live to this feed
+    live: set[Subscriber] = field(default_factory=set)  # single-job, at last_id
+    live_composite: set[Subscriber] = field(default_factory=set)
+    joining: set[Subscriber] = field(default_factory=set)
+    ahead: set[Subscriber] = field(default_factory=set)  # joined past last_id
+    linger: asyncio.TimerHandle | None = None
+    # What `gateway.engine.liveness` watches for `stalled`.
+    status: str = JobStatus.QUEUED.value
+    last_event_ms: int = 0
+    stalled: bool = False  # `stalled` was sent and no event came since
+
+    @property
+    def empty(self) -> bool:
+        return not (self.live or self.live_composite or self.joining or self.ahead)
+
+    def members(self) -> Iterator[Subscriber]:
+        yield from self.live
+        yield from self.live_composite
+        yield from self.joining
+        yield from self.ahead
+
+    def admit(self, subscriber: Subscriber) -> None:
+        """Take a subscriber that has joined: live if it is at the feed's last event, else
+        ahead until the feed catches up with it."""
+        if self.last_id is not None and subscriber.cursor[self.job_id] == self.last_id:
+            (self.live_composite if subscriber.composite else self.live).add(subscriber)
+        else:
+            self.ahead.add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> bool:
+        """Forget `subscriber`; True when no subscriber is left."""
+        self.live.discard(subscriber)
+        self.live_composite.discard(subscriber)
+        self.joining.discard(subscriber)
+        self.ahead.discard(subscriber)
+        return not (self.live or self.live_composite or self.joining or self.ahead)
+
+    def record(self, entry: Entry) -> bool:
+        """Move on to `entry` and keep it in the ring; False if the feed already had it
+        (pub/sub and a catch-up read overlap)."""
+        if self.last_id is not None and entry.id <= self.last_id:
+            return False
+        self.last_id = entry.id
+        ring = self.ring
+        ring.append(entry)
+        self.ring_bytes += entry.size
+        while len(ring) > self.max_ring_entries or (
+            self.ring_bytes > self.max_ring_bytes and len(ring) > 1
+        ):
+            self.ring_bytes -= ring.popleft().size
+        return True
+
+    def newer_than(self, position: StreamId) -> list[Entry] | None:
+        """The ring's entries after `position`, oldest first, if the ring holds `position`;
+        None if it does not (never seen here, or already pushed out)."""
+        ring = self.ring
+        if not ring or ring[-1].id != self.last_id:
+            return None
+        newer: list[Entry] = []
+        for entry in reversed(ring):
+            if entry.id == position:
+                newer.reverse()
+                return newer
+            if entry.id < position:
+                return None
+            newer.append(entry)
+        return None
