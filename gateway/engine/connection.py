@@ -135,7 +135,11 @@ class TransportConnection:
 
 class AsgiConnection:
     """The same through ASGI `send()`, for servers that offer no direct path: one pump task
-    sends what was written, another ends it when the client disconnects."""
+    sends what was written, another ends it when the client disconnects — or when the
+    response is complete, as ASGI servers then answer `receive()` with `http.disconnect`.
+
+    `abort` can only stop sending: the server closes the socket once the response returns.
+    """
 
     def __init__(self, send: Send, receive: Receive) -> None:
         self._send = send
@@ -143,6 +147,7 @@ class AsgiConnection:
         self._size = 0
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
+        self._idle.set()  # nothing written yet
         self._closed = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._pump = loop.create_task(self._run())
@@ -169,13 +174,14 @@ class AsgiConnection:
         self._pump.cancel()
 
     def on_lost(self, callback: Callable[[], object]) -> None:
-        self._pump.add_done_callback(lambda _: callback())
+        if self._pump.done():
+            callback()
+        else:
+            self._pump.add_done_callback(lambda _: callback())
 
     async def drain(self) -> None:
-        if self._queue:
-            await self._idle.wait()
-        self._watch.cancel()
-        self._pump.cancel()
+        """Returns when everything written has been sent; the stream goes on."""
+        await self._idle.wait()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
