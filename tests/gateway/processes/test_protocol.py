@@ -1,0 +1,168 @@
+"""Jobwire's HTTP protocol (`gateway.processes.protocol`) under a real gateway: a request head
+over MAX_HEAD_BYTES, or with more than MAX_HEADERS headers, is answered 431 with a JSON body
+and the connection closed; heads within the limits are served, also one after another on a
+kept-alive connection; and an event stream gets the direct write path (`jobwire.transport`).
+
+tests/faults/test_hostile.py sends far larger heads (a megabyte, ten thousand headers) with
+other garbage, and checks that the gateway refuses them without harm to other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.engine.connection import TransportConnection
+from gateway.processes.protocol import MAX_HEAD_BYTES, MAX_HEADERS
+from shared.events import EventType, make_event
+from shared.publish import Publisher
+from shared.settings import Settings
+from tests.conftest import Gateway, StartGateway
+from tests.support import RawResponse, dechunk, stream_ids, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+REQUEST_LINE = b"GET /healthz HTTP/1.1\r\nHost: a\r\n"
+
+
+class Client:
+    """One kept-alive connection, requests sent as raw bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def request(self, raw: bytes) -> RawResponse:
+        """Send `raw`, read the answer's head and its body (sized, or to the close)."""
+        self.writer.write(raw)
+        async with asyncio.timeout(10):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in lines)
+            }
+            if "content-length" in headers:
+                body = await self.reader.readexactly(int(headers["content-length"]))
+            else:
+                body = dechunk(await self.reader.read())
+        return RawResponse(int(status_line.split()[1]), headers, body)
+
+    async def closed_by_server(self) -> bool:
+        async with asyncio.timeout(5):
+            return await self.reader.read() == b""
+
+
+@contextlib.asynccontextmanager
+async def connect(gateway: Gateway) -> AsyncIterator[Client]:
+    port = urlsplit(gateway.url).port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield Client(reader, writer)
+    finally:
+        writer.close()
+
+
+def _headers(count: int) -> bytes:
+    return b"".join(b"X-Header-%d: v\r\n" % n for n in range(count))
+
+
+TOO_LARGE = {
+    # One header takes the head past MAX_HEAD_BYTES.
+    "one-large-header": REQUEST_LINE + b"X-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n",
+    # Already over the limit before it ends: refused without waiting for the rest.
+    "a-head-that-does-not-end": (REQUEST_LINE + b"X-Big: ").ljust(MAX_HEAD_BYTES + 1, b"a"),
+    "a-long-url": b"GET /healthz?q=" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    # Host is one of them.
+    "one-header-too-many": REQUEST_LINE + _headers(MAX_HEADERS) + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", TOO_LARGE.values(), ids=TOO_LARGE.keys())
+async def test_a_head_over_the_limits_gets_431_and_the_connection_closed(
+    start_gateway: StartGateway, request_bytes: bytes
+) -> None:
+    gateway = await start_gateway()
+    async with connect(gateway) as client:
+        answer = await client.request(request_bytes)
+        closed = await client.closed_by_server()
+
+    assert answer.status == 431
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["connection"] == "close"
+    assert orjson.loads(answer.body) == {
+        "error": "headers_too_large",
+        "detail": f"at most {MAX_HEADERS} headers and {MAX_HEAD_BYTES} bytes of request head",
+    }
+    assert closed
+
+
+async def test_a_head_at_the_limits_is_served(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    async with connect(gateway) as client:
+        many = await client.request(REQUEST_LINE + _headers(MAX_HEADERS - 1) + b"\r\n")
+        large = await client.request(
+            REQUEST_LINE + b"X-Big: " + b"a" * (MAX_HEAD_BYTES - 200) + b"\r\n\r\n"
+        )
+
+    assert (many.status, orjson.loads(many.body)) == (200, {"status": "ok"})
+    assert (large.status, orjson.loads(large.body)) == (200, {"status": "ok"})
+
+
+async def test_large_allowed_heads_one_after_another_on_one_connection_are_served(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "kept-alive"
+    await _queue(publisher, job_id)
+    big_header = b"X-Big: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n"
+    async with connect(gateway) as client:
+        # Together far over the limit: what counts is each request's own head.
+        answers = [await client.request(REQUEST_LINE + big_header + b"\r\n") for _ in range(5)]
+        watching = asyncio.create_task(client.request(_stream_request(job_id, big_header)))
+        await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        events = await watching
+
+    assert [answer.status for answer in answers] == [200] * 5
+    assert events.status == 200
+    assert events.event_ids() == await stream_ids(redis, settings, job_id)
+
+
+async def test_an_event_stream_gets_the_direct_write_path(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "direct"
+    await _queue(publisher, job_id)
+    async with connect(gateway) as client:
+        watching = asyncio.create_task(client.request(_stream_request(job_id)))
+        await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+        [subscriber] = gateway.hub._subscribers
+        for n in range(3):
+            await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        events = await watching
+
+    assert isinstance(subscriber.connection, TransportConnection)
+    assert events.status == 200
+    assert events.event_ids() == await stream_ids(redis, settings, job_id)
+
+
+async def _queue(publisher: Publisher, job_id: str) -> None:
+    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+    assert (await publisher.publish(queued, create=True)).accepted
+
+
+def _stream_request(job_id: str, extra_headers: bytes = b"") -> bytes:
+    head = f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+    return head.encode() + extra_headers + b"\r\n"
