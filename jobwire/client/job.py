@@ -4,18 +4,36 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
+
+import httpx
 
 from jobwire.client.errors import GatewayError, JobCancelled, JobFailed
 from jobwire.client.events import JobEvent
-from jobwire.client.stream import ConnectionListener, stream_events
+from jobwire.client.stream import ConnectionListener, StreamOptions, stream_events
 from shared.events import TERMINAL_TYPES, EventType
 
-if TYPE_CHECKING:
-    from jobwire.client.client import Client
+__all__ = ["Job", "JobClient"]
 
-__all__ = ["Job"]
+
+class JobClient(Protocol):
+    """What a job needs of the `Client` that made it (described here, so that this module does
+    not import client.py, which imports it)."""
+
+    http: httpx.AsyncClient
+    api_key: str | None
+    stream_options: StreamOptions
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        expected: tuple[int, ...],
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any: ...
 
 
 class Job:
@@ -23,7 +41,7 @@ class Job:
 
     def __init__(
         self,
-        client: Client,
+        client: JobClient,
         job_id: str,
         *,
         watch_token: str | None = None,
