@@ -1,8 +1,10 @@
-"""Each way a job can end, and the one closing event it writes, on a real worker and Redis."""
+"""Each way a job can end, and the one closing event it writes, on a real worker and Redis; and
+the heartbeats that fill a running job's silences."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,7 @@ from redis.asyncio import Redis
 
 from shared.events import EventType, make_event
 from shared.settings import Settings
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 from tests.worker_support import JobHarness, types
 from worker.lifecycle import result_for_event
 from worker.progress import Progress
@@ -252,7 +254,7 @@ async def test_job_cancelled_while_queued_never_starts(harness: JobHarness) -> N
     assert (await harness.publisher.publish(cancelled)).accepted
     await harness.start_worker(jobs)
 
-    arq_result = await harness.arq_job(job_id).result(timeout=10, poll_delay=0.02)
+    arq_result = await harness.arq_job(job_id).result(timeout=scaled(10), poll_delay=0.02)
 
     assert arq_result is None
     assert types(await harness.events(job_id)) == ["queued", "cancelled"]
@@ -305,3 +307,18 @@ async def test_a_stopping_worker_hands_new_jobs_back_unstarted(
     assert types(untouched) == ["queued"]
     assert types(events) == ["queued", "started", "completed"]
     assert events[-1]["data"] == {"result": "later"}
+
+
+async def test_heartbeats_fill_silences(harness: JobHarness, settings: Settings) -> None:
+    await harness.start_worker(settings=settings.replace(heartbeat_s=0.2))
+    job_id = await harness.submit("demo.quiet", seconds=1.0)
+
+    events = await harness.wait_until_ended(job_id)
+    heartbeats = [event for event in events if event["type"] == "heartbeat"]
+
+    assert types(events)[:2] == ["queued", "started"]
+    assert events[-1]["type"] == "completed"
+    assert 3 <= len(heartbeats) <= 5
+    assert all(event["data"] == {"interval_s": 0.2} for event in heartbeats)
+    times = [events[1]["ts"]] + [event["ts"] for event in heartbeats]
+    assert all(later - earlier >= 190 for earlier, later in itertools.pairwise(times))
