@@ -1,12 +1,11 @@
-"""A worker's jobs through faults: Redis gone when a job ends, SIGTERM with jobs running,
-SIGKILL mid-job. The stream always ends with one closing event the user can trust, or the
-loss is logged loudly."""
+"""A worker's jobs through faults: Redis gone when a job ends, SIGKILL mid-job. The stream
+always ends with one closing event the user can trust, or the loss is logged loudly. (SIGTERM
+with jobs running: tests/worker/test_jobworker.py and tests/worker/test_main.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.clients import create_redis
-from shared.events import Event
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.processes import ProcessGroup, RestartableRedis
@@ -63,19 +61,6 @@ async def _start_held_job(harness: JobHarness) -> str:
     await harness.submit("faults.held", job_id=job_id)
     await harness.wait_for(job_id, "started")
     return job_id
-
-
-async def _wait_for_attempt(harness: JobHarness, job_id: str, attempt: int) -> list[Event]:
-    """The job's events, once attempt `attempt` has started."""
-
-    async def started() -> list[Event] | None:
-        events = await harness.events(job_id)
-        attempts = [e["data"]["attempt"] for e in events if e["type"] == "started"]
-        return events if attempt in attempts else None
-
-    found = await wait_until(started, timeout=10, message=f"attempt {attempt} started")
-    assert isinstance(found, list)
-    return found
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int, job_id: str) -> list[str]:
@@ -149,42 +134,6 @@ async def test_a_closing_event_redis_never_takes_is_logged_as_an_error_without_p
     assert types(later_events) == ["queued", "started", "completed"]
 
 
-async def test_sigterm_lets_jobs_finish_within_the_grace_then_hands_the_rest_back(
-    processes: ProcessGroup, settings: Settings, redis: Redis
-) -> None:
-    grace_s = 3.0
-    settings = settings.replace(shutdown_grace_s=grace_s)
-    async with JobHarness.open(settings, redis) as harness:
-        stopping = await processes.worker(settings)
-        short = await harness.submit("demo.countdown", seconds=1, steps=5)
-        long = await harness.submit("demo.countdown", seconds=6, steps=6)
-        cancelled = await harness.submit("demo.countdown", seconds=6, steps=6)
-        for job_id in (short, long, cancelled):
-            await harness.wait_for(job_id, "progress")
-
-        stopping.signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        # Cancel requests are still served during the grace period.
-        assert await harness.cancel_running(cancelled)
-        exit_status = await stopping.wait(timeout=grace_s + 10)
-        stopped_after = time.monotonic() - signalled
-        handed_back = await harness.events(long)
-
-        await processes.worker(settings.replace(shutdown_grace_s=0))
-        rerun = await _wait_for_attempt(harness, long, 2)
-        short_events = await harness.events(short)
-        cancelled_events = await harness.events(cancelled)
-
-    assert exit_status == 0, processes.logs()
-    assert grace_s <= stopped_after <= grace_s + 3, stopped_after
-    assert types(short_events)[-1] == "completed"
-    assert "retrying" not in types(short_events)
-    assert types(cancelled_events)[-1] == "cancelled"
-    assert types(handed_back)[-1] == "retrying"
-    assert handed_back[-1]["data"] == {"attempt": 2, "delay_s": 0, "reason": "worker shutting down"}
-    assert [e["data"]["attempt"] for e in rerun if e["type"] == "started"] == [1, 2]
-
-
 async def test_a_killed_workers_job_runs_again_as_the_next_attempt(
     processes: ProcessGroup, settings: Settings, redis: Redis
 ) -> None:
@@ -219,26 +168,3 @@ async def test_a_killed_workers_job_runs_again_as_the_next_attempt(
     assert rerun_took <= rerun_after_s + 5
     verdict = await verify(watch, redis, keys)
     assert verdict.exact, verdict
-
-
-async def test_a_second_sigterm_cuts_the_grace_short(
-    processes: ProcessGroup, settings: Settings, redis: Redis
-) -> None:
-    settings = settings.replace(shutdown_grace_s=30)
-    async with JobHarness.open(settings, redis) as harness:
-        stopping = await processes.worker(settings)
-        job_id = await harness.submit("demo.countdown", seconds=30, steps=30)
-        await harness.wait_for(job_id, "progress")
-
-        stopping.signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        await wait_until(lambda: "get 30 s to finish" in stopping.log(), message="the grace begun")
-        stopping.signal(signal.SIGTERM)
-        exit_status = await stopping.wait(timeout=10)
-        stopped_after = time.monotonic() - signalled
-        events = await harness.events(job_id)
-
-    assert exit_status == 0, processes.logs()
-    assert stopped_after < 5, stopped_after
-    assert types(events)[-1] == "retrying"
-    assert events[-1]["data"]["reason"] == "worker shutting down"

@@ -1,5 +1,5 @@
-"""Running workers: presence in the catalog, arq's own entry point, and a worker process
-stopped by SIGTERM."""
+"""Building and running workers: one registry per job name, arq's own entry point, and a worker
+process stopped by SIGTERM, once or twice."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +16,10 @@ from arq.worker import get_kwargs
 from redis.asyncio import Redis
 
 import worker.main
-from shared.catalog import count_alive, load_catalog
+from shared.catalog import count_alive
 from shared.settings import Settings
-from tests.support import wait_until
+from tests.processes import PROJECT_ROOT, ProcessGroup
+from tests.support import scaled, wait_until
 from tests.worker_support import JobHarness, types
 from worker import demo
 from worker.main import create_worker
@@ -27,8 +28,6 @@ from worker.registry import JobRegistry
 
 pytestmark = pytest.mark.timeout(30)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture
 async def harness(settings: Settings, redis: Redis) -> AsyncIterator[JobHarness]:
@@ -36,31 +35,10 @@ async def harness(settings: Settings, redis: Redis) -> AsyncIterator[JobHarness]
         yield harness
 
 
-async def test_running_worker_advertises_its_jobs_and_is_counted_alive(
-    harness: JobHarness, redis: Redis
-) -> None:
-    first = await harness.start_worker()
-
-    await wait_until(lambda: count_alive(redis, harness.keys, 15), message="a live worker")
-    catalog = await load_catalog(redis, harness.keys)
-    assert sorted(catalog) == sorted(spec["name"] for spec in demo.jobs.specs())
-    assert catalog["demo.countdown"]["params"] == ["seconds", "steps"]
-
-    await harness.stop_worker(first)
-    assert await count_alive(redis, harness.keys, 15) == 0
-    assert sorted(await load_catalog(redis, harness.keys)) == sorted(catalog)
-
-
-async def test_a_worker_stopped_while_starting_up_finishes_and_retires(
-    harness: JobHarness, redis: Redis
-) -> None:
-    worker = await harness.start_worker()
-    await wait_until(lambda: worker.main_task is not None, message="the worker starting up")
-
-    await harness.stop_worker(worker)
-
-    assert await load_catalog(redis, harness.keys)
-    assert await count_alive(redis, harness.keys, 15) == 0
+@pytest.fixture
+async def processes() -> AsyncIterator[ProcessGroup]:
+    async with ProcessGroup.open() as group:
+        yield group
 
 
 def test_a_job_name_may_be_registered_by_one_registry_only(settings: Settings) -> None:
@@ -110,7 +88,7 @@ async def test_worker_process_hands_its_job_back_on_sigterm(
         job_id = await harness.submit("demo.countdown", seconds=30, steps=30)
         await harness.wait_for(job_id, "progress")
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=scaled(10))
     finally:
         if process.returncode is None:
             process.kill()
@@ -121,3 +99,26 @@ async def test_worker_process_hands_its_job_back_on_sigterm(
     assert types(events) == ["queued", "started", "progress", "retrying"]
     assert events[-1]["data"]["reason"] == "worker shutting down"
     assert await count_alive(redis, harness.keys, 15) == 0
+
+
+async def test_a_second_sigterm_cuts_the_grace_short(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    settings = settings.replace(shutdown_grace_s=30)
+    async with JobHarness.open(settings, redis) as harness:
+        stopping = await processes.worker(settings)
+        job_id = await harness.submit("demo.countdown", seconds=30, steps=30)
+        await harness.wait_for(job_id, "progress")
+
+        stopping.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await wait_until(lambda: "get 30 s to finish" in stopping.log(), message="the grace begun")
+        stopping.signal(signal.SIGTERM)
+        exit_status = await stopping.wait(timeout=10)
+        stopped_after = time.monotonic() - signalled
+        events = await harness.events(job_id)
+
+    assert exit_status == 0, processes.logs()
+    assert stopped_after < 5, stopped_after
+    assert types(events)[-1] == "retrying"
+    assert events[-1]["data"]["reason"] == "worker shutting down"
