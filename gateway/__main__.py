@@ -1,7 +1,8 @@
-"""`python -m gateway`: the gateway, configured from `JOBWIRE_*` variables."""
+"""`python -m gateway`: the gateway, configured from `JOBWIRE_*` variables (what
+`jobwire gateway` runs)."""
 
 import sys
 
-from jobwire.cli import main
+from gateway.processes.run import main
 
-sys.exit(main(["gateway"]))
+sys.exit(main())

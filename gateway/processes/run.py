@@ -7,9 +7,21 @@ import sys
 from gateway.app import create_app
 from gateway.processes.server import serve
 from gateway.processes.supervisor import supervise
+from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
+
+
+def main() -> int:
+    """`python -m gateway`: settings from `JOBWIRE_*` variables, then `run`."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"jobwire: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    return run(settings)
 
 
 def run(settings: Settings) -> int:
