@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Locator, Page, Playwright, Response
 from gateway.processes.server import build_server
 from shared.settings import Settings
 from tests.conftest import Gateway
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 
 __all__ = [
     "ARTIFACTS",
@@ -66,7 +66,7 @@ async def serve_on_port(settings: Settings, port: int, **config: Any) -> AsyncIt
         yield Gateway(f"http://127.0.0.1:{port}", server, task)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        await asyncio.wait_for(task, timeout=scaled(10))
         sock.close()
 
 

@@ -20,7 +20,7 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from shared.state import CANCEL_REQUESTED
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 from worker.main import create_worker
 from worker.registry import JobRegistry
 
@@ -84,7 +84,7 @@ class JobHarness:
     async def cancel_running(self, job_id: str) -> bool:
         """What the gateway's DELETE does for a running job; True once arq aborted it."""
         await self.redis.hset(self.keys.state(job_id), CANCEL_REQUESTED, str(now_ms()))  # type: ignore[misc]
-        return await self.arq_job(job_id).abort(timeout=10, poll_delay=0.02)
+        return await self.arq_job(job_id).abort(timeout=scaled(10), poll_delay=0.02)
 
     def arq_job(self, job_id: str) -> Job:
         return Job(job_id, self.pool, _queue_name=self.settings.queue_name)

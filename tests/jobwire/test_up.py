@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from jobwire.cli import COMMANDS, main
-from tests.support import collect_events, free_port, port_open, submit
+from tests.support import collect_events, free_port, port_open, scaled, submit
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
 
@@ -63,7 +63,7 @@ async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
         assert port_open(redis_port)
     finally:
         process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(40):
+        async with asyncio.timeout(scaled(40)):
             output = await process.stdout.read()
             returncode = await process.wait()
 

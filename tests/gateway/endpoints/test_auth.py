@@ -32,7 +32,7 @@ from tests.auth_support import (
     with_auth,
 )
 from tests.conftest import Gateway, RunWorker, StartGateway
-from tests.support import collect_events, event_types, raw_get, read_events
+from tests.support import collect_events, event_types, raw_get, read_events, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,7 +244,7 @@ async def test_a_multi_job_stream_needs_a_token_for_every_job(stack: Gateway) ->
 
         async def stream(params: dict[str, list[str]]) -> list[str]:
             async with (
-                asyncio.timeout(20),
+                asyncio.timeout(scaled(20)),
                 client.stream("GET", "/events", params=params) as response,
             ):
                 assert response.status_code == 200, await response.aread()

@@ -26,7 +26,7 @@ from tests.auth_support import (
     with_auth,
 )
 from tests.conftest import Gateway, StartGateway
-from tests.support import ServerSentEvent, read_events, wait_until
+from tests.support import ServerSentEvent, read_events, scaled, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,7 +154,7 @@ async def _open(
     assert response.status_code == 200, await response.aread()
     # Held open: closing the reader would close the connection.
     events = await stack.enter_async_context(aclosing(_reader(response)))
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(scaled(10)):
         await anext(events)
 
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from shared.settings import Settings
 from tests.conftest import Gateway
-from tests.support import ServerSentEvent, collect_events, read_events, stream_ids, submit
+from tests.support import ServerSentEvent, collect_events, read_events, scaled, stream_ids, submit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,7 @@ async def _stream(
     params: list[tuple[str, str | int | float | bool | None]] = [("job", j) for j in job_ids]
     events: list[ServerSentEvent] = []
     async with (
-        asyncio.timeout(20),
+        asyncio.timeout(scaled(20)),
         client.stream("GET", "/events", params=params, headers=headers) as response,
     ):
         if response.status_code == 204:

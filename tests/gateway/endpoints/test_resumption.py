@@ -37,7 +37,15 @@ from tests.auth_support import (
     with_auth,
 )
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, ServerSentEvent, SSEParser, raw_get, read_events, stream_ids
+from tests.support import (
+    RawResponse,
+    ServerSentEvent,
+    SSEParser,
+    raw_get,
+    read_events,
+    scaled,
+    stream_ids,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,7 +144,7 @@ async def _watch_while_publishing(
     job's feed is subscribed), `publish` runs and its events reach the hub live, into the
     ring; then read to the end of the stream."""
     async with (
-        asyncio.timeout(20),
+        asyncio.timeout(scaled(20)),
         gateway.client() as client,
         client.stream("GET", path, headers=headers) as response,
     ):

@@ -36,7 +36,7 @@ from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import StartGateway
-from tests.support import open_unread_stream, raw_get, stream_ids, wait_until
+from tests.support import open_unread_stream, raw_get, scaled, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,7 +70,7 @@ class HandOver:
         await connection.wait_closed()
 
     async def next(self) -> Opened:
-        return await asyncio.wait_for(self.opened.get(), 5)
+        return await asyncio.wait_for(self.opened.get(), scaled(5))
 
 
 @dataclass
@@ -101,7 +101,7 @@ async def _serve(server: uvicorn.Server) -> AsyncIterator[int]:
         yield port
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        await asyncio.wait_for(task, timeout=scaled(10))
 
 
 @pytest.fixture(params=list(PROTOCOLS))
@@ -127,7 +127,7 @@ async def _open(served: Served) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     served.clients.append(writer)
     writer.write(b"GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
     assert head.lower().count(b"transfer-encoding: chunked") == 1
     return reader, writer, await served.app.next()
 
@@ -156,14 +156,14 @@ async def _read_all(sock: socket.socket) -> bytes:
     loop = asyncio.get_running_loop()
     received = bytearray()
     with contextlib.suppress(ConnectionResetError):
-        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10):
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), scaled(10)):
             received += chunk
     return bytes(received)
 
 
 async def _end_response(opened: Opened) -> None:
     """End the response cleanly, as the hub's response does once the stream is finished."""
-    await asyncio.wait_for(opened.connection.drain(), 5)
+    await asyncio.wait_for(opened.connection.drain(), scaled(5))
     await opened.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -172,7 +172,7 @@ async def test_each_write_is_one_http_chunk_on_the_wire(served: Served) -> None:
     opened.connection.write(b"data: a\n\n")
     opened.connection.write(b"y" * 300)
     await _end_response(opened)
-    body = await asyncio.wait_for(reader.read(), 5)
+    body = await asyncio.wait_for(reader.read(), scaled(5))
 
     assert body == b"9\r\ndata: a\n\n\r\n" + b"12c\r\n" + b"y" * 300 + b"\r\n" + b"0\r\n\r\n"
 
@@ -180,7 +180,7 @@ async def test_each_write_is_one_http_chunk_on_the_wire(served: Served) -> None:
 async def test_only_jobwires_protocol_offers_the_direct_connection(served: Served) -> None:
     _, writer, opened = await _open(served)
     writer.transport.abort()
-    await asyncio.wait_for(opened.connection.wait_closed(), 5)
+    await asyncio.wait_for(opened.connection.wait_closed(), scaled(5))
 
     assert type(opened.connection) is KINDS[served.kind]
 
@@ -188,12 +188,12 @@ async def test_only_jobwires_protocol_offers_the_direct_connection(served: Serve
 async def test_drain_waits_for_the_client_and_the_stream_goes_on(served: Served) -> None:
     reader, _, opened = await _open(served)
     opened.connection.write(b"first")
-    await asyncio.wait_for(opened.connection.drain(), 5)
+    await asyncio.wait_for(opened.connection.drain(), scaled(5))
     opened.connection.write(b"second")
-    received = await asyncio.wait_for(reader.readexactly(21), 5)
+    received = await asyncio.wait_for(reader.readexactly(21), scaled(5))
     closed_after_drain = opened.connection.closed
     await _end_response(opened)
-    rest = await asyncio.wait_for(reader.read(), 5)
+    rest = await asyncio.wait_for(reader.read(), scaled(5))
 
     assert received == b"5\r\nfirst\r\n6\r\nsecond\r\n"
     assert not closed_after_drain
@@ -216,10 +216,10 @@ async def test_exceeds_matches_what_a_reader_that_does_not_read_leaves_unsent(
     assert not connection.exceeds(unsent + 1024 * 1024)
 
     reading = asyncio.create_task(_read_all(sock))
-    await asyncio.wait_for(connection.drain(), 20)  # the client now takes it all
+    await asyncio.wait_for(connection.drain(), scaled(20))  # the client now takes it all
     assert not connection.exceeds(65_536)
     connection.abort()
-    await asyncio.wait_for(connection.wait_closed(), 5)
+    await asyncio.wait_for(connection.wait_closed(), scaled(5))
     await reading
 
 
@@ -234,14 +234,14 @@ async def test_on_lost_is_called_once_when_the_client_goes_and_at_once_after(
     writer.transport.abort()
 
     await wait_until(lambda: calls, message="on_lost called")
-    await asyncio.wait_for(connection.wait_closed(), 5)
+    await asyncio.wait_for(connection.wait_closed(), scaled(5))
     assert sorted(calls) == ["first", "second"]
     assert connection.closed
     connection.on_lost(lambda: calls.append("late"))
     assert calls[-1] == "late", "a connection already gone calls back at once"
     connection.write(b"data: to no one\n\n")  # never raises
     connection.abort()
-    await asyncio.wait_for(connection.wait_closed(), 5)
+    await asyncio.wait_for(connection.wait_closed(), scaled(5))
     assert sorted(calls) == ["first", "late", "second"]
 
 
@@ -253,7 +253,7 @@ async def test_abort_drops_the_connection_and_what_it_had_not_sent(served: Serve
     written = await _fill(connection, 1024 * 1024)
 
     connection.abort()
-    await asyncio.wait_for(connection.wait_closed(), 5)
+    await asyncio.wait_for(connection.wait_closed(), scaled(5))
     received = await _read_all(sock)
 
     assert calls == ["lost"]
@@ -269,8 +269,8 @@ async def test_wait_closed_returns_when_the_client_goes(served: Served) -> None:
     assert not done, "the client is still there"
 
     writer.close()
-    await asyncio.wait_for(waiter, 5)
-    await asyncio.wait_for(opened.connection.wait_closed(), 1)  # and at once from then on
+    await asyncio.wait_for(waiter, scaled(5))
+    await asyncio.wait_for(opened.connection.wait_closed(), scaled(1))  # and at once from then on
 
 
 # -- whole streams through the gateway ----------------------------------------------------
@@ -304,7 +304,7 @@ def _chunks(body: bytes) -> list[bytes]:
 async def _raw_body(port: int, path: str) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = await asyncio.wait_for(reader.read(), 20)
+    data = await asyncio.wait_for(reader.read(), scaled(20))
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), head

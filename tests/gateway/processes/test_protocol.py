@@ -24,7 +24,7 @@ from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, dechunk, stream_ids, wait_until
+from tests.support import RawResponse, dechunk, scaled, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,7 +41,7 @@ class Client:
     async def request(self, raw: bytes) -> RawResponse:
         """Send `raw`, read the answer's head and its body (sized, or to the close)."""
         self.writer.write(raw)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             head = await self.reader.readuntil(b"\r\n\r\n")
             status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
             headers = {
@@ -55,7 +55,7 @@ class Client:
         return RawResponse(int(status_line.split()[1]), headers, body)
 
     async def closed_by_server(self) -> bool:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             return await self.reader.read() == b""
 
 

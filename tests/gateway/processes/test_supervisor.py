@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.support import free_port, port_open, raw_get, stream_ids, wait_until
+from tests.support import free_port, port_open, raw_get, scaled, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,7 +86,7 @@ async def two_processes(
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(scaled(30)):
                 await process.wait()
 
 
@@ -150,7 +150,7 @@ async def test_a_process_that_dies_is_restarted_and_sigterm_stops_all(
     await wait_until(lambda: _listening_sockets(port) == 2, timeout=30)
 
     process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(scaled(30)):
         returncode = await process.wait()
     assert returncode == 0
     assert _gateway_processes(process.pid) == []
@@ -163,7 +163,7 @@ async def test_processes_that_cannot_start_stop_the_supervisor(settings: Setting
         taken.listen()
         process = await _start(settings, taken.getsockname()[1])
         assert process.stdout is not None
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(scaled(30)):
             output = (await process.stdout.read()).decode()
             returncode = await process.wait()
 

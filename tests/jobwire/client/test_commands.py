@@ -26,7 +26,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, RunWorker, StartGateway
-from tests.support import stream_ids, submit, wait_until
+from tests.support import scaled, stream_ids, submit, wait_until
 from worker import demo
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
@@ -126,7 +126,7 @@ async def test_a_cancelled_job_exits_130(stack: Gateway) -> None:
     args = ("submit", "demo.countdown", "seconds=10", "steps=100", "--watch", "--json")
     async with jobwire(*args, "--url", stack.url) as process, stack.client() as http:
         assert process.stdout is not None
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled(10)):
             queued = json.loads(await process.stdout.readline())
             while json.loads(await process.stdout.readline())["type"] != "progress":
                 pass

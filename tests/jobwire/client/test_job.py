@@ -12,7 +12,7 @@ from jobwire.client import Backoff, Client, JobCancelled, JobEvent, JobFailed, R
 from jobwire.client.sync import SyncClient
 from shared.settings import Settings
 from tests.conftest import Gateway
-from tests.support import stream_ids
+from tests.support import scaled, stream_ids
 
 FAST = Backoff(initial_s=0.02, maximum_s=0.2)
 
@@ -24,7 +24,7 @@ async def client(stack: Gateway) -> AsyncIterator[Client]:
 
 
 async def all_events(events: AsyncIterator[JobEvent]) -> list[JobEvent]:
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(scaled(15)):
         return [event async for event in events]
 
 
@@ -53,7 +53,7 @@ async def test_submit_follow_and_wait_for_a_countdown(
 async def test_wait_alone_returns_the_result(client: Client) -> None:
     job = await client.submit("demo.countdown", seconds=0.1, steps=2)
 
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(scaled(15)):
         assert await job.wait() == {"counted": 2}
 
 
@@ -61,7 +61,7 @@ async def test_wait_raises_job_failed_with_the_error(client: Client) -> None:
     job = await client.submit("demo.fail", message="disk full")
 
     with pytest.raises(JobFailed) as failed:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(scaled(15)):
             await job.wait()
 
     assert failed.value.type == "RuntimeError"
@@ -73,14 +73,14 @@ async def test_wait_raises_job_failed_with_the_error(client: Client) -> None:
 
 async def test_cancel_makes_wait_raise_job_cancelled(client: Client) -> None:
     job = await client.submit("demo.countdown", seconds=10, steps=100)
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(scaled(15)):
         async for event in job.events():
             if event.type == "progress":
                 break
 
     assert await job.cancel() == "cancelling"
     with pytest.raises(JobCancelled) as cancelled:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(scaled(15)):
             await job.wait()
 
     assert cancelled.value.reason == "cancelled by request"
@@ -149,12 +149,12 @@ async def test_refusals_raise_instead_of_retrying(client: Client) -> None:
     assert "demo.countdown" in unknown_name.value.detail["known"]
 
     with pytest.raises(RequestRejected) as unknown_job:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await all_events(client.job("no-such-job").events())
     assert (unknown_job.value.status_code, unknown_job.value.code) == (404, "job_not_found")
 
     with pytest.raises(RequestRejected) as bad_position:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(scaled(5)):
             await all_events(client.job("no-such-job").events(after="1-0"))
     assert bad_position.value.status_code == 404
 

@@ -14,7 +14,7 @@ from jobwire.client.stream import StreamOptions
 from shared.settings import Settings
 from tests.client_support import running_proxy
 from tests.conftest import Gateway, StartGateway
-from tests.support import free_port, stream_ids
+from tests.support import free_port, scaled, stream_ids
 
 FAST = Backoff(initial_s=0.02, maximum_s=0.2)
 TEXT = " ".join(f"w{i}" for i in range(40))
@@ -35,7 +35,7 @@ async def test_cut_connections_are_invisible_to_the_consumer(
     cut_after = [3, 10, 20, 30]
     async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
         job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(scaled(20)):
             async for event in job.events(on_connection=on_connection):
                 seen.append(event)
                 # Cut a live connection each time (not one already lost and not yet back).
@@ -64,7 +64,7 @@ async def test_a_gateway_replaced_mid_job_is_invisible_to_the_consumer(
     async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
         job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
         seen: list[JobEvent] = []
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(scaled(20)):
             async for event in job.events():
                 seen.append(event)
                 if len(seen) == 8:
@@ -75,7 +75,7 @@ async def test_a_gateway_replaced_mid_job_is_invisible_to_the_consumer(
     assert seen[-1].type == "completed"
     resumes = [h for h in proxy.requests if b"\r\nLast-Event-ID: " in h]
     assert len(resumes) >= 1
-    await asyncio.wait_for(stack.task, timeout=10)
+    await asyncio.wait_for(stack.task, timeout=scaled(10))
 
 
 async def test_non_200_answers_are_retried_until_the_gateway_is_back(
@@ -92,7 +92,7 @@ async def test_non_200_answers_are_retried_until_the_gateway_is_back(
             if sum(not s.connected for s in states) == 3:
                 proxy.answer_with = None  # the deploy is over
 
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(scaled(20)):
             async for event in job.events(on_connection=on_connection):
                 seen.append(event)
                 if len(seen) == 5:
@@ -110,7 +110,7 @@ async def test_giving_up_is_an_option() -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     async with Client(nowhere, backoff=FAST, give_up_after_s=0.3) as client:
         with pytest.raises(GatewayUnreachable) as unreachable:
-            await asyncio.wait_for(client.job("some-job").wait(), timeout=10)
+            await asyncio.wait_for(client.job("some-job").wait(), timeout=scaled(10))
 
     assert "ConnectError" in str(unreachable.value)
     assert isinstance(unreachable.value, ConnectionError)
