@@ -14,6 +14,7 @@ as the response declares chunked encoding, so frames queued together go out as o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -54,6 +55,10 @@ class Connection(Protocol):
 
     def on_lost(self, callback: Callable[[], object]) -> None:
         """Call `callback` once when the connection is gone (at once if it already is)."""
+
+    def remove_on_lost(self, callback: Callable[[], object]) -> None:
+        """Forget `callback`, if it was not called yet: a kept-alive socket outlives each of
+        the streams it carried, and must not hold on to them."""
 
     async def drain(self) -> None:
         """Returns when the client has taken most of what was written (a bounded wait is the
@@ -113,6 +118,10 @@ class TransportConnection:
         else:
             self._callbacks.append(callback)
 
+    def remove_on_lost(self, callback: Callable[[], object]) -> None:
+        with contextlib.suppress(ValueError):  # already called
+            self._callbacks.remove(callback)
+
     async def wait_closed(self) -> None:
         if self._gone:
             return
@@ -123,7 +132,10 @@ class TransportConnection:
                 lost.set_result(None)
 
         self.on_lost(resolve)
-        await lost
+        try:
+            await lost
+        finally:
+            self.remove_on_lost(resolve)
 
     def connection_lost(self) -> None:
         """Called by the protocol when the socket is gone."""
@@ -150,7 +162,9 @@ class AsgiConnection:
         self._idle.set()  # nothing written yet
         self._closed = asyncio.Event()
         loop = asyncio.get_running_loop()
+        self._callbacks: list[Callable[[], object]] = []
         self._pump = loop.create_task(self._run())
+        self._pump.add_done_callback(self._lost)
         self._watch = loop.create_task(self._watch_disconnect(receive))
 
     @property
@@ -177,7 +191,16 @@ class AsgiConnection:
         if self._pump.done():
             callback()
         else:
-            self._pump.add_done_callback(lambda _: callback())
+            self._callbacks.append(callback)
+
+    def remove_on_lost(self, callback: Callable[[], object]) -> None:
+        with contextlib.suppress(ValueError):  # already called
+            self._callbacks.remove(callback)
+
+    def _lost(self, _: object) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     async def drain(self) -> None:
         """Returns when everything written has been sent; the stream goes on."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -110,7 +111,8 @@ class Hub:
         if self._stopping:
             return Outcome.SHUTDOWN
         self._subscribers.add(subscriber)
-        connection.on_lost(lambda: self._end(subscriber, Outcome.LOST))
+        lost = partial(self._end, subscriber, Outcome.LOST)
+        connection.on_lost(lost)
         self._send(subscriber, head)
         try:
             for resume in resumes:
@@ -125,6 +127,8 @@ class Hub:
             self._end(subscriber, Outcome.UNAVAILABLE)
             return Outcome.UNAVAILABLE
         finally:
+            # The socket may carry the next request (keep-alive): it must let this one go.
+            connection.remove_on_lost(lost)
             self._end(subscriber, Outcome.LOST)
 
     async def _join(self, subscriber: Subscriber, resume: Resume) -> None:

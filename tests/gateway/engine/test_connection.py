@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -243,6 +245,29 @@ async def test_on_lost_is_called_once_when_the_client_goes_and_at_once_after(
     connection.abort()
     await asyncio.wait_for(connection.wait_closed(), scaled(5))
     assert sorted(calls) == ["first", "late", "second"]
+
+
+async def test_a_removed_on_lost_callback_is_neither_held_nor_called(served: Served) -> None:
+    _, writer, opened = await _open(served)
+    connection = opened.connection
+    calls: list[str] = []
+
+    def removed() -> None:
+        calls.append("removed")
+
+    connection.on_lost(removed)
+    connection.on_lost(lambda: calls.append("kept"))
+    connection.remove_on_lost(removed)
+    connection.remove_on_lost(removed)  # twice, or never added: nothing to do
+    held = weakref.ref(removed)
+    del removed
+    gc.collect()
+    assert held() is None, "a stream that ended must not stay reachable from its socket"
+    writer.transport.abort()
+    await asyncio.wait_for(connection.wait_closed(), scaled(5))
+
+    await wait_until(lambda: calls, message="on_lost called")
+    assert calls == ["kept"]
 
 
 async def test_abort_drops_the_connection_and_what_it_had_not_sent(served: Served) -> None:

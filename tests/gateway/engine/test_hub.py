@@ -5,12 +5,14 @@ connections that harm no one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
 
+from gateway.engine.subscriber import Subscriber
 from shared.events import EventType, make_event
 from shared.keys import Keys
 from shared.publish import Publisher
@@ -22,6 +24,7 @@ from tests.support import (
     open_unread_stream,
     raw_get,
     read_events,
+    scaled,
     stream_ids,
     wait_until,
 )
@@ -288,3 +291,46 @@ async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
     assert (await watcher).event_ids() == stored
     for n, resumed in zip(positions, await asyncio.gather(*resumes), strict=True):
         assert resumed.event_ids() == stored[n + 1 :]
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    """One chunked response of a kept-alive connection: its body, once the final chunk came."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    body = bytearray()
+    while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readexactly(2)
+    return bytes(body)
+
+
+async def test_streams_on_one_kept_alive_connection_do_not_pile_up_in_memory(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway(settings.replace(hub_linger_s=600))
+    publisher = Publisher(redis, settings)
+    job_id = "kept-alive"
+    await _start_job(publisher, job_id)
+    watcher = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+    await _publish(publisher, job_id, 1)
+    await _finish(publisher, job_id)
+    await watcher  # the ring now holds the job: each stream below is served from memory
+    stored = await stream_ids(redis, settings, job_id)
+    request = (
+        f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {stored[-2]}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(gateway))
+    streams, batch = 10_000, 50
+    try:
+        for _ in range(streams // batch):
+            writer.write(request * batch)  # back to back on the one connection
+            for _ in range(batch):
+                body = await asyncio.wait_for(_read_response(reader), scaled(10))
+                assert f"id: {stored[-1]}\n".encode() in body
+        gc.collect()
+        alive = sum(1 for obj in gc.get_objects() if type(obj) is Subscriber)
+    finally:
+        writer.close()
+
+    assert alive <= 1, f"{alive} finished streams still held by the open connection"
