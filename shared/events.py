@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 import orjson
 
 __all__ = [
+    "ENVELOPE_BYTES",
     "ENVELOPE_VERSION",
     "TERMINAL_TYPES",
     "ConnectionEventType",
@@ -30,9 +31,15 @@ __all__ = [
     "encode_event",
     "make_event",
     "now_ms",
+    "truncation_marker",
+    "within_size",
 ]
 
 ENVELOPE_VERSION = 1
+# Most bytes an envelope adds to its data (a job id of 128 characters, the largest type, a
+# 13-digit timestamp, a large attempt), with room to spare: an event whose data is the
+# truncation marker always fits in this.
+ENVELOPE_BYTES = 1_024
 # What decode_event checks beyond `v` and `type` (orjson yields exactly these types).
 _FIELD_TYPES: dict[str, type] = {"job": str, "ts": int, "attempt": int, "data": dict}
 
@@ -101,6 +108,32 @@ def make_event(
 def encode_event(event: Event) -> bytes:
     """One line of JSON: orjson escapes every control character, so no raw newline."""
     return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+
+
+def truncation_marker(encoded_bytes: int) -> dict[str, Any]:
+    """What stands for a value whose encoding, `encoded_bytes` long, was too large to carry.
+
+    A JSON value cut short would be a different value, while this marker cannot be mistaken
+    for one a job meant.
+    """
+    return {"truncated": True, "bytes": encoded_bytes}
+
+
+def within_size(event: Event, max_bytes: int) -> tuple[Event, int | None]:
+    """`event` if its encoding is at most `max_bytes`, else the same event whose data is the
+    truncation marker; and the encoded size of the data it replaced (None when it fits)."""
+    size = len(encode_event(event))
+    if size <= max_bytes:
+        return event, None
+    # The data's own size, without encoding it again: the envelope around `{}` is the rest.
+    data_bytes = size - len(encode_event(_with_data(event, {}))) + len(b"{}")
+    return _with_data(event, truncation_marker(data_bytes)), data_bytes
+
+
+def _with_data(event: Event, data: dict[str, Any]) -> Event:
+    changed = event.copy()
+    changed["data"] = data
+    return changed
 
 
 def decode_event(raw: bytes | str) -> Event:

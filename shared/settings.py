@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.apikeys import parse_api_keys
 from shared.environ import ENV_PREFIX, SettingsError, env_name, read_env
+from shared.events import ENVELOPE_BYTES
 
 # Re-exported: what a caller of the settings catches, and how it reads `api_keys`.
 __all__ = [
@@ -97,6 +98,13 @@ class Settings:
     max_body_bytes: int = _setting(65_536, "Largest accepted request body (413 above it).")
     max_result_bytes: int = _setting(
         65_536, "Largest encoded job result put in the `completed` event; larger ones are cut."
+    )
+    max_event_bytes: int = _setting(
+        131_072,
+        "Largest encoded event a worker stores; a larger one keeps its type and its data is "
+        'replaced by `{"truncated": true, "bytes": n}`. At least JOBWIRE_MAX_RESULT_BYTES '
+        f"+ {ENVELOPE_BYTES}; keep it below JOBWIRE_MAX_BUFFER_BYTES, or one event cuts off "
+        "every subscriber.",
     )
     job_timeout_s: float = _setting(3_600.0, "A job running longer than this fails.")
     max_tries: int = _setting(3, "Attempts a retryable job gets before it fails.")
@@ -182,6 +190,7 @@ class Settings:
             "hub_ring_bytes",
             "max_body_bytes",
             "max_result_bytes",
+            "max_event_bytes",
             "job_timeout_s",
             "max_tries",
             "worker_concurrency",
@@ -205,6 +214,11 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{env_name(name)} must be >= 0")
+        if self.max_event_bytes < self.max_result_bytes + ENVELOPE_BYTES:
+            raise SettingsError(
+                f"{ENV_PREFIX}MAX_EVENT_BYTES must be at least {ENV_PREFIX}MAX_RESULT_BYTES + "
+                f"{ENVELOPE_BYTES}, so a `completed` event carries its whole result"
+            )
         if not 0 <= self.port <= 65_535:
             raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:

@@ -42,7 +42,7 @@ from arq import Retry
 from arq.worker import Function, RetryJob, func
 from redis.exceptions import RedisError
 
-from shared.events import EventType
+from shared.events import EventType, truncation_marker
 from shared.settings import Settings
 from shared.state import CANCEL_REQUESTED
 from worker.job import JobDefinition
@@ -117,16 +117,17 @@ def arq_timeout_s(job_timeout_s: float, settings: Settings) -> float:
 def result_for_event(value: Any, max_bytes: int) -> Any:
     """The job's return value as the `completed` event carries it (plain JSON values).
 
-    A result whose encoding is larger than `max_bytes` becomes `{"truncated": true, "bytes": n}`:
-    a JSON value cut short would be a different value, while this marker cannot be mistaken
-    for the result. Jobs with large outputs should store them elsewhere and return a reference.
+    A result whose encoding is larger than `max_bytes` becomes `{"truncated": true, "bytes": n}`
+    (`shared.events.truncation_marker`, which also stands for any event's data over
+    JOBWIRE_MAX_EVENT_BYTES). Jobs with large outputs should store them elsewhere and return a
+    reference.
     """
     try:
         encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
         raise ResultNotSerializable(f"the job's result is not JSON-able: {exc}") from None
     if len(encoded) > max_bytes:
-        return {"truncated": True, "bytes": len(encoded)}
+        return truncation_marker(len(encoded))
     return orjson.loads(encoded)
 
 
@@ -148,6 +149,7 @@ class Attempt:
             progress_interval_s=runtime.settings.progress_interval_s,
             heartbeat_s=runtime.settings.heartbeat_s,
             publish_retry_s=runtime.settings.publish_retry_s,
+            max_event_bytes=runtime.settings.max_event_bytes,
         )
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -7,6 +7,13 @@ its interval is due, or before any other event, whichever comes first. So the la
 burst always lands, and always before whatever the job writes next. A heartbeat fills any
 silence longer than `heartbeat_s`.
 
+Every event passes here, so here its size is bounded: an event whose encoding is over
+`max_event_bytes` is stored with its data replaced by `{"truncated": true, "bytes": n}` (a
+warning names the job and the event type) and the job goes on. An unbounded event would sit in
+Redis and in every gateway's ring of recent events, and be more than a subscriber may have
+unsent (JOBWIRE_MAX_BUFFER_BYTES): each subscriber would be cut off on it, resume before it,
+and be cut off again.
+
 While Redis is unreachable, a write the job or its lifecycle waits on is retried with backoff
 for up to `publish_retry_s` (one deadline for the write and the pending value before it): the
 job is paused in its `await`, so events are neither dropped nor reordered, and a Redis restart
@@ -31,7 +38,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.events import Event, EventType, make_event
+from shared.events import Event, EventType, make_event, within_size
 from shared.publish import Publisher, PublishResult
 from shared.streamid import StreamId
 
@@ -77,6 +84,7 @@ class EventWriter:
         *,
         progress_interval_s: float,
         heartbeat_s: float,
+        max_event_bytes: int,
         publish_retry_s: float = 0.0,
     ) -> None:
         self.job_id = job_id
@@ -85,6 +93,7 @@ class EventWriter:
         self._progress_interval_s = progress_interval_s
         self._heartbeat_s = heartbeat_s
         self._publish_retry_s = publish_retry_s
+        self._max_event_bytes = max_event_bytes
         self._lock = asyncio.Lock()
         self._ended: JobEnded | None = None
         self._pending: dict[str, Any] | None = None
@@ -199,13 +208,26 @@ class EventWriter:
     ) -> StreamId:
         """Stores the event; `deadline` (monotonic) bounds the retries, None means one try."""
         self._check_not_ended()
-        event = make_event(event_type, self.job_id, self.attempt, data)
+        event = self._within_size(make_event(event_type, self.job_id, self.attempt, data))
         result = await self._publish_until(event, event_type, deadline)
         if result.id is None:
             self._ended = JobEnded(self.job_id, result.status)
             raise self._ended
         self._last_write = time.monotonic()
         return result.id
+
+    def _within_size(self, event: Event) -> Event:
+        event, replaced_bytes = within_size(event, self._max_event_bytes)
+        if replaced_bytes is not None:
+            logger.warning(
+                "job %s: its %s event's data (%d bytes encoded) is over JOBWIRE_MAX_EVENT_BYTES "
+                "(%d); stored as truncated",
+                self.job_id,
+                event["type"],
+                replaced_bytes,
+                self._max_event_bytes,
+            )
+        return event
 
     async def _publish_until(
         self, event: Event, event_type: EventType, deadline: float | None

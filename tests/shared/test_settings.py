@@ -77,6 +77,9 @@ def test_values_are_converted_to_the_setting_type() -> None:
         ("JOBWIRE_SSE_RETRY_MS", "-1"),
         ("JOBWIRE_KEY_PREFIX", ""),
         ("JOBWIRE_KEY_PREFIX", "a{b}"),
+        ("JOBWIRE_MAX_EVENT_BYTES", "0"),
+        # Less than a `completed` event with the largest result allowed takes.
+        ("JOBWIRE_MAX_EVENT_BYTES", "65536"),
     ],
 )
 def test_invalid_value_names_its_variable(name: str, value: str) -> None:

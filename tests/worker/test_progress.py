@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from shared.events import Event, EventType, make_event
+from shared.events import Event, EventType, make_event, truncation_marker
+from shared.keys import Keys
 from shared.settings import Settings
-from tests.support import scaled
+from tests.conftest import StartGateway
+from tests.support import collect_events, scaled
 from tests.worker_support import JobHarness, types
 from worker.progress import Progress
 from worker.registry import JobRegistry
@@ -49,6 +51,24 @@ async def chatty(progress: Progress) -> str:
         await progress.data(index=index)
         await asyncio.sleep(0.005)
     return "never reached"
+
+
+HUGE_CHARS = 30_000_000
+# What each of them weighs encoded: the text and the quotes around it, in its field.
+HUGE_DATA_BYTES = {
+    "data": len(b'{"blob":""}') + HUGE_CHARS,
+    "log": len(b'{"level":"info","message":""}') + HUGE_CHARS,
+    "error": len(b'{"type":"Huge","message":"","retryable":false}') + HUGE_CHARS,
+}
+
+
+@jobs.job("test.oversized")
+async def oversized(progress: Progress) -> str:
+    await progress.data(blob="d" * HUGE_CHARS)
+    await progress.log("l" * HUGE_CHARS)
+    await progress.error("e" * HUGE_CHARS, type="Huge")
+    await progress.data(token="still here")
+    return "finished"
 
 
 @pytest.fixture
@@ -129,3 +149,32 @@ async def test_job_stops_quietly_once_its_stream_has_ended(harness: JobHarness) 
     assert events[-1]["type"] == "cancelled"
     assert set(types(events[2:-1])) == {"data"}
     assert (await harness.publisher.publish(cancelled)).status == EventType.CANCELLED.value
+
+
+@pytest.mark.timeout(60)
+async def test_30_mb_data_log_and_error_events_are_stored_truncated_and_the_job_completes(
+    harness: JobHarness, settings: Settings, start_gateway: StartGateway
+) -> None:
+    gateway = await start_gateway()
+    await harness.start_worker(jobs)
+    job_id = await harness.submit("test.oversized")
+
+    async with gateway.client() as client:
+        # One subscriber from the start, live; one after the end, from the gateway's ring.
+        live = await collect_events(client, job_id, timeout=40)
+        replayed = await collect_events(client, job_id)
+
+    entries = await harness.redis.xrange(Keys(settings.key_prefix).events(job_id))
+    assert max(len(fields[b"e"]) for _, fields in entries) <= settings.max_event_bytes
+    events = await harness.events(job_id)
+    assert [(event["type"], event["data"]) for event in events[2:]] == [
+        ("data", truncation_marker(HUGE_DATA_BYTES["data"])),
+        ("log", truncation_marker(HUGE_DATA_BYTES["log"])),
+        ("error", truncation_marker(HUGE_DATA_BYTES["error"])),
+        ("data", {"token": "still here"}),
+        ("completed", {"result": "finished"}),
+    ]
+    for watched in (live, replayed):
+        assert [(event.event, event.json()["data"]) for event in watched] == [
+            (event["type"], event["data"]) for event in events
+        ]

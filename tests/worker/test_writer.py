@@ -70,7 +70,9 @@ MakeWriter = Callable[..., EventWriter]
 
 
 @pytest.fixture
-async def make_writer(publisher: Publisher, job_id: str) -> AsyncIterator[MakeWriter]:
+async def make_writer(
+    publisher: Publisher, settings: Settings, job_id: str
+) -> AsyncIterator[MakeWriter]:
     """Makes writers for the test's job; their background tasks are stopped at the end."""
     writers: list[EventWriter] = []
 
@@ -83,6 +85,7 @@ async def make_writer(publisher: Publisher, job_id: str) -> AsyncIterator[MakeWr
             attempt,
             progress_interval_s=progress_interval_s,
             heartbeat_s=heartbeat_s,
+            max_event_bytes=settings.max_event_bytes,
         )
         writers.append(writer)
         return writer
