@@ -133,14 +133,16 @@ class Settings:
     api_keys: str = _setting(
         "",
         "API keys clients send as `Authorization: Bearer <key>`, comma-separated; each may be "
-        "`name:key`, the name standing for the key in logs and limits. 16+ characters each. "
+        "`name:key`, the name standing for the key in logs, limits and tokens (else an id "
+        "keyed with JOBWIRE_TOKEN_SECRET does). 16+ characters each. "
         "Needed unless auth is disabled (`jobwire up` makes one).",
         secret=True,
     )
     token_secret: str = _setting(
         "",
         "Signs watch tokens (HMAC-SHA256); 32+ characters, the same on every gateway replica. "
-        "Changing it voids the tokens issued. Needed unless auth is disabled (`jobwire up` "
+        "Changing it voids the tokens issued and gives unnamed API keys new ids, so the jobs "
+        "they submitted are no longer theirs. Needed unless auth is disabled (`jobwire up` "
         "makes one).",
         secret=True,
     )
@@ -223,7 +225,7 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise SettingsError(f"{ENV_PREFIX}KEY_PREFIX must be non-empty, without braces")
-        parse_api_keys(self.api_keys)
+        parse_api_keys(self.api_keys, id_secret=self.token_secret)
         if self.token_secret and len(self.token_secret) < MIN_SECRET_CHARS:
             raise SettingsError(
                 f"{ENV_PREFIX}TOKEN_SECRET must be at least {MIN_SECRET_CHARS} characters"

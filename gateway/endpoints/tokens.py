@@ -60,7 +60,7 @@ class Access:
     @classmethod
     def from_settings(cls, settings: Settings) -> Access:
         """Refuses (SettingsError) a gateway that checks keys but has none, or no secret."""
-        keys = parse_api_keys(settings.api_keys)
+        keys = parse_api_keys(settings.api_keys, id_secret=settings.token_secret)
         if settings.auth_enabled:
             missing = [
                 name

@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from hashlib import sha256
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from gateway.app import create_app
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.redaction import redact_target
 from gateway.endpoints.tokens import Access, WatchGrant
+from shared.apikeys import unnamed_key_id
 from shared.settings import Settings, SettingsError, parse_api_keys
 from tests.auth_support import (
     ALICE_KEY,
@@ -468,11 +468,16 @@ def test_redact_target(target: str, redacted: str) -> None:
     assert redact_target(target) == redacted
 
 
-def test_api_keys_are_named_by_their_name_or_a_short_hash() -> None:
-    keys = parse_api_keys(f" alice:{ALICE_KEY} , {BOB_KEY},")
+def test_api_keys_are_named_by_their_name_or_an_id_keyed_with_the_token_secret(
+    settings: Settings,
+) -> None:
+    keys = parse_api_keys(f" alice:{ALICE_KEY} , {BOB_KEY},", id_secret=TOKEN_SECRET)
+    access = Access.from_settings(with_auth(settings, api_keys=f"alice:{ALICE_KEY},{BOB_KEY}"))
 
-    assert keys == {"alice": ALICE_KEY, f"key-{sha256(BOB_KEY.encode()).hexdigest()[:8]}": BOB_KEY}
-    assert parse_api_keys("") == {}
+    assert keys == {"alice": ALICE_KEY, unnamed_key_id(BOB_KEY, TOKEN_SECRET): BOB_KEY}
+    assert access.key_id(BOB_KEY) == unnamed_key_id(BOB_KEY, TOKEN_SECRET)
+    assert access.key_id(ALICE_KEY) == "alice"
+    assert parse_api_keys("", id_secret=TOKEN_SECRET) == {}
 
 
 @pytest.mark.parametrize(
