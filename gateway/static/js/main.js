@@ -4,7 +4,13 @@ import { apiKey, cancelJob, loadCatalog, submitJob } from "./api.js";
 import { Job } from "./jobs.js";
 import { loadJobs, saveJobs } from "./storage.js";
 import { Watcher } from "./stream.js";
-import { JobCard, readArguments, renderArgumentFields, showConnection } from "./view.js";
+import {
+  JobCard,
+  askToReplaceKey,
+  readArguments,
+  renderArgumentFields,
+  showConnection,
+} from "./view.js";
 
 const CATALOG_RETRY_MS = 3000;
 
@@ -12,6 +18,7 @@ const $ = (id) => document.getElementById(id);
 const cards = new Map(); // job id -> card, oldest first
 let catalog = new Map();
 let catalogTimer = null;
+let withdrawKeyQuestion = () => {}; // takes back an unanswered question about a link's key
 
 const watcher = new Watcher({
   onJobChanged: (job) => cards.get(job.id)?.render(),
@@ -123,17 +130,55 @@ function setUpSettings() {
   input.value = apiKey.get();
   $("settings-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    withdrawKeyQuestion();
     apiKey.set(input.value.trim());
     note.textContent = input.value.trim() ? "Key saved in this browser." : "No key set.";
   });
   $("forget-key").addEventListener("click", () => {
+    withdrawKeyQuestion();
     input.value = "";
     apiKey.set("");
     note.textContent = "Key forgotten.";
   });
 }
 
-apiKey.takeFromFragment();
+// The key a link carries (`#key=…`, as `jobwire up` prints it), taken out of the address bar
+// at once so it is not bookmarked or shared further; null when there is none.
+function takeKeyFromAddress() {
+  const params = new URLSearchParams(window.location.hash.slice(1));
+  const key = params.get("key");
+  if (key === null) return null;
+  params.delete("key");
+  const rest = params.toString();
+  const url = window.location.pathname + window.location.search + (rest ? `#${rest}` : "");
+  window.history.replaceState(null, "", url);
+  return key.trim() || null;
+}
+
+// A link's key is used at once only when this browser has none saved. One that differs from
+// the saved key waits for the person's word: whoever sends a link could otherwise swap in a
+// key of their own, and see every job submitted here afterwards.
+function useKeyFromLink() {
+  const offered = takeKeyFromAddress();
+  const saved = apiKey.get();
+  if (offered === null || offered === saved) return;
+  if (!saved) {
+    apiKey.set(offered);
+    return;
+  }
+  withdrawKeyQuestion = askToReplaceKey($("settings"), (replace) => {
+    withdrawKeyQuestion = () => {};
+    if (replace) {
+      apiKey.set(offered);
+      $("api-key").value = offered;
+    }
+    $("settings-note").textContent = replace
+      ? "The link's key is saved in this browser."
+      : "Kept the saved key; the link's key was not used.";
+  });
+}
+
+useKeyFromLink();
 for (const saved of loadJobs()) addJob(new Job(saved));
 setUpSettings();
 window.addEventListener("jobwire:key-changed", refreshCatalog);

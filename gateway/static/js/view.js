@@ -163,6 +163,47 @@ export class JobCard {
   }
 }
 
+// Asks in the settings panel whether the key a link carries may replace the one saved in this
+// browser; calls `onAnswer(true)` to replace it, `onAnswer(false)` to keep it. Returns a
+// function that takes the question back unanswered (a key was set by hand meanwhile).
+export function askToReplaceKey(panel, onAnswer) {
+  panel.querySelector(".key-question")?.remove();
+  const question = document.createElement("div");
+  question.className = "key-question";
+  question.setAttribute("role", "group");
+  const text = document.createElement("p");
+  text.id = "key-question-text";
+  text.className = "problem";
+  text.textContent =
+    "The link you opened carries an API key that is not the one saved in this browser. " +
+    "Use the link's key from now on? Whoever holds a key sees the jobs submitted with it: " +
+    "only switch if you trust whoever sent the link.";
+  question.setAttribute("aria-labelledby", text.id);
+  const replace = textButton("Use the link's key");
+  const keep = textButton("Keep the saved key");
+  const buttons = document.createElement("div");
+  buttons.className = "row";
+  buttons.append(replace, keep);
+  question.append(text, buttons);
+  const answer = (replaceKey) => {
+    question.remove();
+    onAnswer(replaceKey);
+  };
+  replace.addEventListener("click", () => answer(true));
+  keep.addEventListener("click", () => answer(false));
+  panel.querySelector("summary").after(question);
+  panel.open = true;
+  keep.focus();
+  return () => question.remove();
+}
+
+function textButton(text) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = text;
+  return button;
+}
+
 export function renderArgumentFields(fieldset, spec) {
   // Rendered again whenever the catalog is reloaded (a new key, a retry): what the user
   // already typed into a field of the same name stays.

@@ -352,6 +352,64 @@ async def test_api_key_from_the_fragment_is_sent_and_watch_tokens_are_used(
     assert await page.page.locator("#api-key").input_value() == "k-123"
 
 
+def catalog_keys(context: BrowserContext) -> list[str | None]:
+    """The Authorization header of each job-list request the page makes from now on."""
+    sent: list[str | None] = []
+
+    def record(request: Request) -> None:
+        if request.url.endswith("/catalog"):
+            sent.append(request.headers.get("authorization"))
+
+    context.on("request", record)
+    return sent
+
+
+async def saved_key(page: JobPage) -> object:
+    return await page.page.evaluate("localStorage.getItem('jobwire.apiKey')")
+
+
+async def test_a_link_with_another_key_never_replaces_the_saved_key_unasked(
+    stack: Gateway, context: BrowserContext
+) -> None:
+    mine = await open_page(context, stack, "#key=my-own-key")
+    assert await saved_key(mine) == "my-own-key"  # none was saved: taken without a question
+    await mine.page.close()
+    sent = catalog_keys(context)
+
+    lured = await open_page(context, stack, "#key=ATTACKER")
+    question = lured.page.get_by_role("group", name="The link you opened carries an API key")
+
+    assert await saved_key(lured) == "my-own-key"
+    assert sent == ["Bearer my-own-key"]
+    assert lured.page.url == stack.url + "/"  # the key is out of the address either way
+    await question.wait_for()
+    assert await lured.page.get_by_label("API key", exact=True).input_value() == "my-own-key"
+    await question.get_by_role("button", name="Keep the saved key").click()
+    await question.wait_for(state="detached")
+    assert await saved_key(lured) == "my-own-key"
+    await lured.page.locator("#settings-note", has_text="Kept the saved key").wait_for()
+
+    # Asked again by the same link, and this time told yes: the link's key is used from then on.
+    again = await open_page(context, stack, "#key=ATTACKER")
+    question = again.page.get_by_role("group", name="The link you opened carries an API key")
+    async with again.page.expect_request(lambda request: request.url.endswith("/catalog")):
+        await question.get_by_role("button", name="Use the link's key").click()
+    assert await saved_key(again) == "ATTACKER"
+    assert sent[-1] == "Bearer ATTACKER"
+    assert await again.page.get_by_label("API key", exact=True).input_value() == "ATTACKER"
+
+
+async def test_a_link_with_the_saved_key_asks_nothing(
+    stack: Gateway, context: BrowserContext
+) -> None:
+    await (await open_page(context, stack, "#key=my-own-key")).page.close()
+    page = await open_page(context, stack, "#key=my-own-key")
+
+    assert await page.page.locator(".key-question").count() == 0
+    assert await page.page.locator("#settings").get_attribute("open") is None
+    assert await saved_key(page) == "my-own-key"
+
+
 async def test_the_page_applies_each_event_once_by_its_position(
     stack: Gateway, context: BrowserContext
 ) -> None:
