@@ -164,6 +164,13 @@ class Settings:
         "Jobs one API key may submit per minute, per gateway process, in bursts of up to as "
         "many (429 with Retry-After above it); 0: no limit.",
     )
+    stream_opens_per_minute: int = _setting(
+        6_000,
+        "Event-stream requests (GET or HEAD) one API key may make per minute, per gateway "
+        "process, in bursts of up to as many (429 with Retry-After above it): each reads Redis "
+        "for up to 50 jobs. The default lets a key's streams all reconnect at once several "
+        "times over (a deploy); 0: no limit.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +219,7 @@ class Settings:
             "gc_full_collect_s",
             "max_streams_per_key",
             "submits_per_minute",
+            "stream_opens_per_minute",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -1,8 +1,13 @@
-"""Per-key limits: how many event streams a key holds open, how fast it submits.
+"""Per-key limits: how many event streams a key holds open, how often it asks for one, how
+fast it submits.
 
-Both are counted in this gateway process only: N replicas behind a load balancer let a key
+All are counted in this gateway process only: N replicas behind a load balancer let a key
 hold N times as many streams and submit N times as fast. That keeps the hot path free of Redis
 round trips; a limit that must hold across replicas belongs in the load balancer.
+
+A stream request takes its slot and one request of its key's budget before it reads Redis:
+naming 50 made-up jobs costs a round trip on the few connections every request shares, so
+without a bound taken first a key could keep them busy for everyone else.
 
 A refused request gets 429 with `Retry-After`. With auth disabled there are no keys, so
 nothing is limited.
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -35,51 +40,88 @@ class _Bucket:
     updated: float
 
 
+class _Rate:
+    """A token bucket per key: it holds up to `per_minute` tokens and refills at that rate, so
+    a quiet key may burst, and a busy one gets a steady rate. 0: no limit."""
+
+    def __init__(self, per_minute: int, code: str, detail: str) -> None:
+        self._per_minute = per_minute
+        self._code = code
+        self._detail = detail
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, keys: Collection[str], now: float) -> None:
+        """One token of each key's bucket; 429, taking none, when one of them is empty."""
+        if not self._per_minute:
+            return
+        buckets = [self._refilled(key, now) for key in keys]
+        lowest = min((bucket.tokens for bucket in buckets), default=1.0)
+        if lowest < 1.0:
+            wait_s = max(1, math.ceil((1.0 - lowest) * 60.0 / self._per_minute))
+            raise _too_many(self._code, self._detail, wait_s)
+        for bucket in buckets:
+            bucket.tokens -= 1.0
+
+    def _refilled(self, key: str, now: float) -> _Bucket:
+        capacity = float(self._per_minute)
+        bucket = self._buckets.setdefault(key, _Bucket(capacity, now))
+        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * capacity / 60.0)
+        bucket.updated = now
+        return bucket
+
+
 class Limits:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_streams = settings.max_streams_per_key
-        self._per_minute = settings.submits_per_minute
         self._clock = clock
         self._streams: defaultdict[str, int] = defaultdict(int)
-        self._buckets: dict[str, _Bucket] = {}
+        submits, opens = settings.submits_per_minute, settings.stream_opens_per_minute
+        self._submits = _Rate(submits, "too_many_submits", f"at most {submits} submits per minute")
+        self._opens = _Rate(
+            opens, "too_many_stream_requests", f"at most {opens} stream requests per minute"
+        )
 
     def take_submit(self, key_id: str) -> None:
-        """Counts one submit of `key_id`; 429 when its bucket is empty.
+        """Counts one submit of `key_id`; 429 when its bucket is empty."""
+        if key_id:
+            self._submits.take([key_id], self._clock())
 
-        A token bucket: it holds up to `submits_per_minute` submits and refills at that rate,
-        so a quiet key may burst, and a busy one gets a steady rate.
-        """
-        if not key_id or not self._per_minute:
-            return
-        now = self._clock()
-        capacity = float(self._per_minute)
-        rate = capacity / 60.0
-        bucket = self._buckets.setdefault(key_id, _Bucket(capacity, now))
-        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            wait_s = max(1, math.ceil((1.0 - bucket.tokens) / rate))
-            raise _too_many(
-                "too_many_submits", f"at most {self._per_minute} submits per minute", wait_s
-            )
-        bucket.tokens -= 1.0
+    def open_stream(self, key_ids: Iterable[str]) -> StreamSlot:
+        """What a stream request takes before it reads anything: a slot of each key in
+        `key_ids` and one request of each key's budget; 429, taking neither, if one is spent."""
+        keys = frozenset(key_ids)
+        self.ask_stream(keys)
+        return self._hold(keys)
+
+    def ask_stream(self, key_ids: Iterable[str]) -> None:
+        """`open_stream` holding no slot, for a HEAD: it reads what its GET would, so it spends
+        the budget, and is told 429 when its GET would be, but opens no stream."""
+        keys = frozenset(key_ids)
+        self._check_slots(keys)
+        self._opens.take(keys, self._clock())
 
     def stream_slot(self, key_ids: Iterable[str]) -> StreamSlot:
         """Takes a stream slot of each key in `key_ids`; 429 if one of them has none left."""
-        keys = frozenset(key_ids) if self._max_streams else frozenset()
-        full = sorted(key for key in keys if self._streams[key] >= self._max_streams)
-        if full:
+        keys = frozenset(key_ids)
+        self._check_slots(keys)
+        return self._hold(keys)
+
+    def open_streams(self, key_id: str) -> int:
+        return self._streams.get(key_id, 0)
+
+    def _check_slots(self, keys: frozenset[str]) -> None:
+        if self._max_streams and any(self.open_streams(key) >= self._max_streams for key in keys):
             raise _too_many(
                 "too_many_streams",
                 f"at most {self._max_streams} open streams per API key",
                 STREAM_RETRY_AFTER_S,
             )
-        for key in keys:
-            self._streams[key] += 1
-        return StreamSlot(self, keys)
 
-    def open_streams(self, key_id: str) -> int:
-        return self._streams.get(key_id, 0)
+    def _hold(self, keys: frozenset[str]) -> StreamSlot:
+        held = keys if self._max_streams else frozenset()
+        for key in held:
+            self._streams[key] += 1
+        return StreamSlot(self, held)
 
     def _release(self, keys: frozenset[str]) -> None:
         for key in keys:

@@ -15,9 +15,8 @@ from starlette.types import ASGIApp
 from gateway.endpoints.auth import require_viewer
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.position import cursor_positions, requested
-from gateway.endpoints.resumption import UnknownJobs, resume_points
-from gateway.endpoints.services import services
-from gateway.endpoints.stream import stream_or_finished
+from gateway.endpoints.resumption import UnknownJobs
+from gateway.endpoints.stream import respond
 from shared.keys import InvalidJobId, validate_job_id
 
 __all__ = ["MAX_JOBS", "events"]
@@ -26,15 +25,13 @@ MAX_JOBS = 50
 
 
 async def events(request: Request) -> ASGIApp:
-    svc = services(request)
     job_ids = _job_ids(request)
     viewer = require_viewer(request, job_ids)
     positions = cursor_positions(requested(request), job_ids)
     try:
-        resumes = await resume_points(svc, viewer, positions)
+        return await respond(request, viewer, positions, composite=True)
     except UnknownJobs as exc:
         raise APIError(404, "job_not_found", {"unknown": exc.job_ids}) from None
-    return stream_or_finished(request, svc, viewer, resumes, composite=True)
 
 
 def _job_ids(request: Request) -> list[str]:

@@ -1,10 +1,13 @@
 """`GET /jobs/{id}/events`: one job's events as Server-Sent Events, resumable.
 
 Where the stream resumes is decided in `gateway.endpoints.resumption` (the same routine as
-`GET /events`, for a list of one); delivery in `gateway.engine.hub`.
+`GET /events`, for a list of one); delivery in `gateway.engine.hub`. Both routes answer through
+`respond`: the per-key limits first, then Redis, then the stream.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 from starlette.requests import Request
@@ -20,37 +23,46 @@ from gateway.endpoints.services import Services, services
 from gateway.engine.response import EventStreamResponse
 from gateway.engine.resume import Resume
 from shared import sse
+from shared.streamid import StreamId
 
-__all__ = ["event_stream", "events", "stream_or_finished"]
+__all__ = ["event_stream", "events", "respond"]
 
 
 async def events(request: Request) -> ASGIApp:
-    svc = services(request)
     job_id = path_job_id(request)
     viewer = require_viewer(request, [job_id])
     raw = requested(request)
     position = None if raw is None else parse_position(raw)
     try:
-        resumes = await resume_points(svc, viewer, {job_id: position})
+        return await respond(request, viewer, {job_id: position})
     except UnknownJobs:
         raise job_not_found(job_id) from None
-    return stream_or_finished(request, svc, viewer, resumes)
 
 
-def stream_or_finished(
+async def respond(
     request: Request,
-    svc: Services,
     viewer: Viewer,
-    resumes: list[Resume],
+    positions: Mapping[str, StreamId | None],
     *,
     composite: bool = False,
 ) -> ASGIApp:
-    """204 when the client already has every job's terminal event, else the event stream."""
-    if all(resume.finished for resume in resumes):
-        # 204 is the one answer that stops a browser's EventSource for good.
-        return Response(status_code=204)
-    with limits(request).stream_slot(viewer.counted_keys) as slot:
+    """The answer to a well-formed stream request: the event stream from `positions`, or 204
+    when the client already has every job's terminal event. Raises UnknownJobs.
+
+    The viewer's slot and one request of its budget are taken before Redis is read, and given
+    back at once unless a stream opens (a 404 or a 204 holds nothing).
+    """
+    svc = services(request)
+    with limits(request).open_stream(viewer.counted_keys) as slot:
+        resumes = await resume_points(svc, viewer, positions)
+        if _finished(resumes):
+            return Response(status_code=204)
         return slot.guard(event_stream(svc, resumes, composite=composite))
+
+
+def _finished(resumes: list[Resume]) -> bool:
+    # Then 204: the one answer that stops a browser's EventSource for good.
+    return all(resume.finished for resume in resumes)
 
 
 def event_stream(

@@ -1,5 +1,5 @@
-"""Per-key limits: open streams and submit rate, counted per gateway process; 429 with
-Retry-After above them."""
+"""Per-key limits: open streams, stream requests and submit rate, counted per gateway process;
+429 with Retry-After above them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,16 @@ from tests.auth_support import (
     with_auth,
 )
 from tests.conftest import Gateway, StartGateway
-from tests.support import ServerSentEvent, read_events, scaled, wait_until
+from tests.redis_reads import state_reads
+from tests.support import (
+    ServerSentEvent,
+    collect_events,
+    event_types,
+    read_events,
+    scaled,
+    stream_ids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,15 +128,54 @@ def _guard_then_fail(limits: Limits) -> None:
         raise RuntimeError("the job was not queued")
 
 
+def test_stream_requests_spend_a_budget_per_key_and_a_refused_one_takes_nothing() -> None:
+    clock = Clock()
+    limits = Limits(Settings(max_streams_per_key=10, stream_opens_per_minute=2), clock)
+
+    limits.open_stream({"alice"}).release()
+    limits.ask_stream({"alice"})  # a HEAD spends one too, and holds no slot
+    refused = _refused(lambda: limits.open_stream({"alice"}))
+    with_bob = _refused(lambda: limits.open_stream({"alice", "bob"}))
+    assert limits.open_streams("alice") == 0
+    limits.open_stream({"bob"}).release()
+    limits.open_stream({"bob"}).release()  # refused with alice, bob spent nothing
+    _refused(lambda: limits.ask_stream({"bob"}))
+    clock.now += 30  # one request's worth at 2 per minute
+    limits.open_stream({"alice"}).release()
+
+    assert refused.code == with_bob.code == "too_many_stream_requests"
+    assert refused.headers == {"Retry-After": "30"}
+    _refused(lambda: limits.open_stream({"alice"}))
+
+
+def test_a_stream_request_refused_for_want_of_a_slot_spends_no_budget() -> None:
+    limits = Limits(Settings(max_streams_per_key=1, stream_opens_per_minute=2))
+    held = limits.open_stream({"alice"})
+
+    for _ in range(5):
+        assert _refused(lambda: limits.open_stream({"alice"})).code == "too_many_streams"
+        assert _refused(lambda: limits.ask_stream({"alice"})).code == "too_many_streams"
+    held.release()
+    limits.open_stream({"alice"}).release()  # the second of two: the refusals spent none
+
+    assert _refused(lambda: limits.open_stream({"alice"})).code == "too_many_stream_requests"
+
+
 def test_zero_means_no_limit_and_no_key_is_never_limited() -> None:
-    unlimited = Limits(Settings(max_streams_per_key=0, submits_per_minute=0))
-    limited = Limits(Settings(max_streams_per_key=1, submits_per_minute=1))
+    unlimited = Limits(
+        Settings(max_streams_per_key=0, submits_per_minute=0, stream_opens_per_minute=0)
+    )
+    limited = Limits(
+        Settings(max_streams_per_key=1, submits_per_minute=1, stream_opens_per_minute=1)
+    )
 
     for _ in range(1_000):
         unlimited.take_submit("alice")
         unlimited.stream_slot({"alice"})
+        unlimited.open_stream({"alice"})
         limited.take_submit("")  # auth disabled: no key to count against
         limited.stream_slot(set())
+        limited.open_stream(set())
     assert unlimited.open_streams("alice") == 0
 
 
@@ -220,9 +268,9 @@ async def test_streams_over_the_limit_get_429_until_one_closes(limited: Gateway)
                 ]
                 for refused in refusals:
                     _assert_too_many(refused, "too_many_streams", STREAM_RETRY_AFTER_S)
-                # Failing before a stream opens takes no slot: 404 stays 404.
+                # The slot comes before the job is looked up: a made-up one is refused alike.
                 unknown = await client.get("/jobs/nope/events", headers=bearer(ALICE_KEY))
-                assert unknown.status_code == 404
+                _assert_too_many(unknown, "too_many_streams", STREAM_RETRY_AFTER_S)
                 assert limits.open_streams("alice") == 2
             # Closing bob's stream frees nothing of alice's.
             await wait_until(lambda: limits.open_streams("bob") == 0, message="bob's slot back")
@@ -264,3 +312,63 @@ async def test_limits_are_per_gateway_process(
             assert (await one.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 202
         assert (await one.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 429
         assert (await two.post("/jobs", json=job, headers=bearer(ALICE_KEY))).status_code == 202
+
+
+async def test_stream_requests_over_the_budget_get_429_before_redis_is_read(
+    start_gateway: StartGateway, settings: Settings, redis: Redis
+) -> None:
+    await advertise_waiting_job(redis, settings)
+    gateway = await start_gateway(with_auth(settings, stream_opens_per_minute=3))
+    made_up = httpx.QueryParams([("job", f"r{n}") for n in range(1, 51)])
+    alice = bearer(ALICE_KEY)
+    async with gateway.client() as client:
+        job = await submit_as(client, ALICE_KEY)  # a submit spends none of it
+        spent = [
+            await client.get("/events", params=made_up, headers=alice),
+            await client.get("/jobs/r1/events", headers=alice),
+            await client.head("/jobs/r1/events", headers=alice),
+        ]
+        before = await state_reads(redis)
+        refused = [
+            await client.get("/events", params=made_up, headers=alice),
+            await client.get("/jobs/r1/events", headers=alice),
+            # A watch token's requests count against the key that submitted the job.
+            await client.get(f"/jobs/{job['job_id']}/events", params={"token": job["watch_token"]}),
+        ]
+        head = await client.head("/jobs/r1/events", headers=alice)
+        reads = await state_reads(redis) - before
+        bobs = await client.get("/jobs/r1/events", headers=bearer(BOB_KEY))
+
+    assert [response.status_code for response in spent] == [404, 404, 404]
+    for response in refused:
+        # 3 per minute: the next one is 20 s away.
+        _assert_too_many(response, "too_many_stream_requests", 20)
+    assert (head.status_code, head.headers["retry-after"]) == (429, "20")
+    assert reads == 0, "a refused request read the jobs' state"
+    assert bobs.status_code == 404, "keys do not share a budget"
+    assert _limits(gateway).open_streams("alice") == 0
+
+
+async def test_a_404_or_a_204_gives_its_slot_back_at_once(
+    start_gateway: StartGateway, settings: Settings, redis: Redis
+) -> None:
+    await advertise_waiting_job(redis, settings)
+    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    async with gateway.client(headers=bearer(ALICE_KEY)) as client:
+        job_id = (await submit_as(client, ALICE_KEY))["job_id"]
+        assert (await client.delete(f"/jobs/{job_id}")).status_code == 202
+        last = (await stream_ids(redis, settings, job_id))[-1]
+        # The key has one slot: each answer would be 429 had the one before kept it.
+        answers = [
+            await client.get("/jobs/nope/events"),
+            await client.get("/events?job=nope"),
+            await client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": last}),
+            await client.get(
+                f"/events?job={job_id}", headers={"Last-Event-ID": f"{job_id}:{last}"}
+            ),
+        ]
+        assert _limits(gateway).open_streams("alice") == 0
+        events = await collect_events(client, job_id)
+
+    assert [response.status_code for response in answers] == [404, 404, 204, 204]
+    assert event_types(events) == ["queued", "cancelled"]
