@@ -5,7 +5,8 @@ request's coroutine frames alive for hours: the error and exception middleware, 
 and the endpoint wrapper all stay on its stack. `GET /jobs/{id}/events` and `GET /events`
 without an `Origin` header (so no CORS to answer) are therefore dispatched here straight to
 their endpoints, with the same error handling; every other request goes through Starlette as
-usual.
+usual. HEAD, which Starlette's routes take wherever they take GET, comes here with its GET: the
+endpoints answer it with headers alone (`gateway.endpoints.stream.respond`), by either path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ Endpoint = Callable[[Request], Awaitable[ASGIApp]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 _JOB_EVENTS = re.compile(r"/jobs/([^/]+)/events")
+_METHODS = frozenset({"GET", "HEAD"})
 
 
 class GatewayApp(Starlette):
@@ -55,7 +57,7 @@ class GatewayApp(Starlette):
         await response(scope, receive, send)
 
     def _stream_endpoint(self, scope: Scope) -> Endpoint | None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["method"] not in _METHODS:
             return None
         if any(name == b"origin" for name, _ in scope["headers"]):
             return None

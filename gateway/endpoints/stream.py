@@ -2,7 +2,8 @@
 
 Where the stream resumes is decided in `gateway.endpoints.resumption` (the same routine as
 `GET /events`, for a list of one); delivery in `gateway.engine.hub`. Both routes answer through
-`respond`: the per-key limits first, then Redis, then the stream.
+`respond`: the per-key limits first, then Redis, then the stream — or, for HEAD, the status and
+headers the GET would get, without a body, a stream or a slot.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from gateway.endpoints.lookup import job_not_found, path_job_id
 from gateway.endpoints.position import parse_position, requested
 from gateway.endpoints.resumption import UnknownJobs, resume_points
 from gateway.endpoints.services import Services, services
-from gateway.engine.response import EventStreamResponse
+from gateway.engine.response import HEADERS, EventStreamResponse
 from gateway.engine.resume import Resume
 from shared import sse
 from shared.streamid import StreamId
 
 __all__ = ["event_stream", "events", "respond"]
+
+# A GET's headers, less the framing of a body that a HEAD does not have.
+_HEAD_HEADERS = {name.decode(): value.decode() for name, value in HEADERS}
+del _HEAD_HEADERS["transfer-encoding"]
 
 
 async def events(request: Request) -> ASGIApp:
@@ -53,6 +58,9 @@ async def respond(
     back at once unless a stream opens (a 404 or a 204 holds nothing).
     """
     svc = services(request)
+    if request.method == "HEAD":
+        limits(request).ask_stream(viewer.counted_keys)
+        return _headers_only(await resume_points(svc, viewer, positions))
     with limits(request).open_stream(viewer.counted_keys) as slot:
         resumes = await resume_points(svc, viewer, positions)
         if _finished(resumes):
@@ -63,6 +71,15 @@ async def respond(
 def _finished(resumes: list[Resume]) -> bool:
     # Then 204: the one answer that stops a browser's EventSource for good.
     return all(resume.finished for resume in resumes)
+
+
+def _headers_only(resumes: list[Resume]) -> Response:
+    if _finished(resumes):
+        return Response(status_code=204)
+    response = Response(status_code=200, headers=_HEAD_HEADERS)
+    # The GET's body is a stream of no stated length: a HEAD must not claim a length of 0.
+    del response.headers["content-length"]
+    return response
 
 
 def event_stream(
