@@ -1,6 +1,12 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes.
+
+What went wrong with Redis is logged, not told: the probe is public, and an error's text can
+name hosts, ports or the server's configuration.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -10,6 +16,8 @@ from gateway.endpoints.services import services
 from shared.catalog import ALIVE_WITHIN_S, count_alive
 
 __all__ = ["healthz", "readyz"]
+
+logger = logging.getLogger("jobwire.gateway")
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -28,11 +36,14 @@ async def readyz(request: Request) -> JSONResponse:
         await svc.queue.ping()
         workers = await count_alive(svc.redis, svc.keys, ALIVE_WITHIN_S)
     except (RedisError, OSError) as exc:
-        return JSONResponse(
-            {"status": "unavailable", "redis": f"{type(exc).__name__}: {exc}", "workers": None},
-            status_code=503,
-        )
+        logger.warning("not ready: Redis: %s: %s", type(exc).__name__, exc)
+        return _unavailable("unavailable", None)
     body: dict[str, object] = {"status": "ok", "redis": "ok", "workers": workers}
     if workers == 0:
         body["warning"] = "no worker is alive: submitted jobs wait in the queue"
     return JSONResponse(body)
+
+
+def _unavailable(redis: str, workers: int | None) -> JSONResponse:
+    body = {"status": "unavailable", "redis": redis, "workers": workers}
+    return JSONResponse(body, status_code=503)

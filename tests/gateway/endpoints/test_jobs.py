@@ -91,21 +91,6 @@ async def _workers(client: httpx.AsyncClient, count: int) -> bool:
     return bool(body["workers"] == count)
 
 
-async def test_readyz_counts_workers(start_gateway: StartGateway, start_worker: RunWorker) -> None:
-    gateway = await start_gateway()
-    async with gateway.client() as client:
-        ready = await client.get("/readyz")
-        assert ready.status_code == 200
-        assert ready.json()["workers"] == 0
-        assert "no worker" in ready.json()["warning"]
-        await start_worker()
-        await start_worker()
-        await wait_until(lambda: _workers(client, 2))
-        health = await client.get("/healthz")
-
-    assert health.json() == {"status": "ok"}
-
-
 async def test_status_of_unknown_job_is_404(stack: Gateway) -> None:
     async with stack.client() as client:
         response = await client.get("/jobs/no-such-job")
