@@ -93,6 +93,14 @@ class Settings:
         "Processes `jobwire gateway` runs on its port (SO_REUSEPORT), each with its own hub and "
         "Redis connections; about one per core.",
     )
+    head_timeout_s: float = _setting(
+        20.0,
+        "A request's head (its line and headers) must arrive within this long of the "
+        "connection opening, or of its first byte on a kept-alive connection; a late one gets "
+        "408 and the connection is closed (a connection that never sent a byte is just "
+        "closed). Bounds slow-header (slowloris) connections; an event stream, once its "
+        "request is in, is never cut by it.",
+    )
     host: str = _setting("127.0.0.1", "Address the gateway listens on.")
     port: int = _setting(8000, "Port the gateway listens on.")
     max_body_bytes: int = _setting(65_536, "Largest accepted request body (413 above it).")
@@ -206,6 +214,7 @@ class Settings:
             "worker_poll_s",
             "token_ttl_s",
             "gateway_processes",
+            "head_timeout_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -1,5 +1,5 @@
 """uvicorn's httptools protocol, offering event streams a direct write path and bounding what a
-request's head may be.
+request's head may be, in size and in time.
 
 Given to uvicorn through its documented `http=` option (`gateway.processes.server`). Each
 request's ASGI scope gets the extension `jobwire.transport`: a `TransportConnection` on this
@@ -7,40 +7,123 @@ socket, which the hub writes pre-framed bytes to without a task or the middlewar
 between. Every
 other request is served exactly as by uvicorn's own protocol, except that a request line plus
 headers over `MAX_HEAD_BYTES`, or more than `MAX_HEADERS` headers, is answered 431 and the
-connection closed (uvicorn's httptools protocol would accept any size).
+connection closed (uvicorn's httptools protocol would accept any size); and, under
+`GatewayServer`, a head must arrive within `JOBWIRE_HEAD_TIMEOUT_S` (`HeadDeadlines`).
+
+Why a head needs a time limit: uvicorn arms no timer until a first response is sent (its
+keep-alive timeout only covers the silence after one, and any byte cancels it), so a
+connection that trickles a head, or never speaks, would be held for ever — slowloris, which
+ties up a descriptor per connection until the open-file limit refuses everyone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from gateway.engine.connection import TRANSPORT_EXTENSION, TransportConnection
 
-__all__ = ["MAX_HEADERS", "MAX_HEAD_BYTES", "StreamingHttpProtocol"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "GatewayServerState",
+    "HeadDeadlines",
+    "StreamingHttpProtocol",
+]
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
+# The sweep runs this often, or four times per head time limit when that is shorter: a late
+# head is cut within a quarter of the limit past it.
+MAX_SWEEP_INTERVAL_S = 1.0
 
-_TOO_LARGE_BODY = orjson.dumps(
-    {
-        "error": "headers_too_large",
-        "detail": f"at most {MAX_HEADERS} headers and {MAX_HEAD_BYTES} bytes of request head",
-    }
-)
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: %d\r\n"
-    b"connection: close\r\n\r\n%b" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+
+def _refusal(status_line: bytes, error: str, detail: str) -> bytes:
+    """A whole response that ends the connection: the status, a JSON error, `connection: close`."""
+    body = orjson.dumps({"error": error, "detail": detail})
+    head = b"HTTP/1.1 %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+    return head % (status_line, len(body)) + b"connection: close\r\n\r\n" + body
+
+
+_TOO_LARGE = _refusal(
+    b"431 Request Header Fields Too Large",
+    "headers_too_large",
+    f"at most {MAX_HEADERS} headers and {MAX_HEAD_BYTES} bytes of request head",
 )
 
 
 class _HeadTooLarge(Exception):
     """Raised inside the parser to stop it; answered with 431."""
+
+
+class HeadDeadlines:
+    """The connections of one server whose request head is still arriving, oldest first, and
+    the periodic sweep that ends those that took longer than `limit_s`.
+
+    A head's time runs from the connection's opening, or for a later request on a kept-alive
+    connection from its first byte, to the end of its headers. A timer per request would cost
+    every request a `call_later` and a cancel; here a head costs a dict insert and a pop, and
+    one sweep per `sweep_interval_s` looks only at heads past their limit: heads are noted in
+    the order they began, so it stops at the first one still in time. Nothing is done while a
+    response is being sent on the connection, so a held event stream is never cut (its
+    client's next head, if it sends one, is timed once the stream has ended).
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.sweep_interval_s = min(MAX_SWEEP_INTERVAL_S, limit_s / 4)
+        self._began: dict[StreamingHttpProtocol, float] = {}
+        self.timed_out_response = _refusal(
+            b"408 Request Timeout",
+            "request_timeout",
+            f"the request head did not arrive within {limit_s:g} s",
+        )
+
+    def __len__(self) -> int:
+        return len(self._began)
+
+    def begin(self, protocol: StreamingHttpProtocol) -> None:
+        """`protocol` awaits a head from now, unless it already did."""
+        if protocol not in self._began:
+            self._began[protocol] = time.monotonic()
+
+    def end(self, protocol: StreamingHttpProtocol) -> None:
+        self._began.pop(protocol, None)
+
+    def sweep(self) -> int:
+        """Ends the connections whose head is late; how many it ended."""
+        deadline = time.monotonic() - self.limit_s
+        late: list[StreamingHttpProtocol] = []
+        for protocol, began in self._began.items():
+            if began > deadline:
+                break
+            late.append(protocol)
+        ended = 0
+        for protocol in late:
+            if protocol.end_late_head(self.timed_out_response):
+                self.end(protocol)
+                ended += 1
+        return ended
+
+    async def run(self) -> None:
+        """Sweeps until cancelled."""
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            self.sweep()
+
+
+class GatewayServerState(ServerState):
+    """What uvicorn shares between one server's connections, and the heads they await."""
+
+    def __init__(self, head_deadlines: HeadDeadlines) -> None:
+        super().__init__()
+        self.head_deadlines = head_deadlines
 
 
 class StreamingHttpProtocol(HttpToolsProtocol):
@@ -51,13 +134,30 @@ class StreamingHttpProtocol(HttpToolsProtocol):
     _in_head = True
     _head_too_large = False
 
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # Under another server than GatewayServer, heads have no time limit (uvicorn's way).
+        self._heads = (
+            server_state.head_deadlines if isinstance(server_state, GatewayServerState) else None
+        )
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._socket_connection = TransportConnection(transport, self.flow)
+        if self._heads is not None:
+            self._heads.begin(self)  # a connection that never speaks is timed too
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
+            if self._heads is not None:
+                self._heads.begin(self)
         super().data_received(data)
         # A head that has not ended yet must not grow without bound.
         if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self._head_too_large:
@@ -85,6 +185,8 @@ class StreamingHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._heads is not None:
+            self._heads.end(self)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -100,8 +202,21 @@ class StreamingHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._heads is not None:
+            self._heads.end(self)
         if self._socket_connection is not None:
             self._socket_connection.connection_lost()
+
+    def end_late_head(self, answer: bytes) -> bool:
+        """Ends this connection, whose head is late: with `answer` (a 408) if some of it came,
+        quietly if nothing did. False, and nothing done, while a response is being sent."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False
+        if not self.transport.is_closing():
+            if self._head_bytes:
+                self.transport.write(answer)
+            self.transport.close()
+        return True
 
     def _refuse_head(self) -> None:
         self._head_too_large = True

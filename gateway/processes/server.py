@@ -1,4 +1,5 @@
-"""Serving the gateway with uvicorn, with open event streams ended as shutdown begins."""
+"""Serving the gateway with uvicorn, with open event streams ended as shutdown begins, and
+request heads that must arrive in time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.processes.gcpolicy import GcPolicy
-from gateway.processes.protocol import StreamingHttpProtocol
+from gateway.processes.protocol import GatewayServerState, HeadDeadlines, StreamingHttpProtocol
 from shared.settings import Settings
 
 __all__ = ["GatewayServer", "serve"]
@@ -24,23 +25,41 @@ class GatewayServer(uvicorn.Server):
     uvicorn runs the app's lifespan shutdown only after every connection closed, which an
     event stream never does by itself; setting the app's `shutdown` event first lets streams
     end at once, so clients reconnect elsewhere while this process drains.
+
+    With `head_timeout_s`, its connections share a `HeadDeadlines` (through uvicorn's
+    `server_state`, which uvicorn hands every connection it makes), swept by one task while the
+    server runs; without, request heads have no time limit, as under plain uvicorn.
     """
 
     def __init__(
-        self, config: uvicorn.Config, shutdown: asyncio.Event, gc_policy: GcPolicy | None = None
+        self,
+        config: uvicorn.Config,
+        shutdown: asyncio.Event,
+        gc_policy: GcPolicy | None = None,
+        *,
+        head_timeout_s: float | None = None,
     ) -> None:
         super().__init__(config)
+        self.head_deadlines = None if head_timeout_s is None else HeadDeadlines(head_timeout_s)
+        if self.head_deadlines is not None:
+            self.server_state = GatewayServerState(self.head_deadlines)
         self._app_shutdown = shutdown
         self._gc_policy = gc_policy
+        self._head_sweeper: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.head_deadlines is not None:
+            self._head_sweeper = asyncio.create_task(self.head_deadlines.run(), name="head sweep")
         if self._gc_policy is not None:
             self._gc_policy.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._app_shutdown.set()
         await super().shutdown(sockets)
+        if self._head_sweeper is not None:
+            self._head_sweeper.cancel()
+            await asyncio.gather(self._head_sweeper, return_exceptions=True)
         if self._gc_policy is not None:
             await self._gc_policy.stop()
 
@@ -58,7 +77,9 @@ def build_server(
         http=StreamingHttpProtocol,
         **config,  # type: ignore[arg-type]
     )
-    return GatewayServer(uvicorn_config, app.state.shutdown, gc_policy)
+    return GatewayServer(
+        uvicorn_config, app.state.shutdown, gc_policy, head_timeout_s=settings.head_timeout_s
+    )
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:

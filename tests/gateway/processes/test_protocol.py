@@ -1,7 +1,9 @@
 """Jobwire's HTTP protocol (`gateway.processes.protocol`) under a real gateway: a request head
 over MAX_HEAD_BYTES, or with more than MAX_HEADERS headers, is answered 431 with a JSON body
 and the connection closed; heads within the limits are served, also one after another on a
-kept-alive connection; and an event stream gets the direct write path (`jobwire.transport`).
+kept-alive connection; a head still arriving after JOBWIRE_HEAD_TIMEOUT_S is answered 408
+and closed, while slow heads in time, other clients and event streams are served; and an
+event stream gets the direct write path (`jobwire.transport`).
 
 tests/faults/test_hostile.py sends far larger heads (a megabyte, ten thousand headers) with
 other garbage, and checks that the gateway refuses them without harm to other clients.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -166,3 +169,122 @@ async def _queue(publisher: Publisher, job_id: str) -> None:
 def _stream_request(job_id: str, extra_headers: bytes = b"") -> bytes:
     head = f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
     return head.encode() + extra_headers + b"\r\n"
+
+
+# Short, so the tests are; stretched with the machine's load, so a head meant to arrive in time
+# still does on a busy machine.
+HEAD_LIMIT_S = scaled(1.0)
+# A trickle sends a byte this often: ten a limit.
+TRICKLE_S = HEAD_LIMIT_S / 10
+SLOW_HEADER = b"X-Slow: " + b"a" * 1_000
+
+
+async def trickle(client: Client, data: bytes) -> None:
+    """Sends `data` a byte per TRICKLE_S (the slowness is the attack) while the connection
+    lasts."""
+    for byte in data:
+        if client.writer.transport.is_closing():
+            return
+        client.writer.write(bytes([byte]))
+        await asyncio.sleep(TRICKLE_S)
+
+
+async def read_to_close(reader: asyncio.StreamReader) -> bytes:
+    """Everything the gateway sends until it closes the connection (a reset after its answer,
+    for a byte that crossed the close, ends it too)."""
+    received = b""
+    async with asyncio.timeout(scaled(HEAD_LIMIT_S + 10)):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65_536):
+                received += chunk
+    return received
+
+
+@pytest.mark.parametrize("first_request", [False, True], ids=["fresh", "kept-alive"])
+async def test_a_head_still_arriving_after_the_limit_gets_408_and_the_connection_closed(
+    start_gateway: StartGateway, settings: Settings, first_request: bool
+) -> None:
+    gateway = await start_gateway(settings.replace(head_timeout_s=HEAD_LIMIT_S))
+    began = time.monotonic()  # the clock starts as the connection opens
+    async with connect(gateway) as slow, gateway.client() as other:
+        if first_request:  # and again at the next request's first byte
+            assert (await slow.request(REQUEST_LINE + b"\r\n")).status == 200
+            began = time.monotonic()
+        trickling = asyncio.create_task(trickle(slow, REQUEST_LINE + SLOW_HEADER))
+        try:
+            served = await other.get("/healthz")  # meanwhile, another client is served
+            answer = await read_to_close(slow.reader)
+            took_s = time.monotonic() - began
+            # The head was still arriving: its thousand bytes take a hundred limits.
+            still_trickling = not trickling.done()
+        finally:
+            trickling.cancel()
+
+    assert served.status_code == 200
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"\r\nconnection: close" in head
+    assert orjson.loads(body) == {
+        "error": "request_timeout",
+        "detail": f"the request head did not arrive within {HEAD_LIMIT_S:g} s",
+    }
+    assert took_s >= HEAD_LIMIT_S
+    assert still_trickling
+
+
+async def test_a_connection_that_never_sends_a_byte_is_closed_after_the_limit(
+    start_gateway: StartGateway, settings: Settings
+) -> None:
+    gateway = await start_gateway(settings.replace(head_timeout_s=HEAD_LIMIT_S))
+    began = time.monotonic()
+    async with connect(gateway) as silent:
+        answer = await read_to_close(silent.reader)
+
+    assert answer == b""  # nothing to answer: it asked nothing
+    assert time.monotonic() - began >= HEAD_LIMIT_S
+
+
+async def test_slow_heads_that_end_within_the_limit_are_served(
+    start_gateway: StartGateway, settings: Settings
+) -> None:
+    gateway = await start_gateway(settings.replace(head_timeout_s=HEAD_LIMIT_S))
+    head = REQUEST_LINE + b"X-Slow: a\r\n\r\n"
+    async with connect(gateway) as slow:
+        began = time.monotonic()
+        answers = []
+        # Each head in five pieces over half the limit: the two of them take longer than the
+        # limit, but each is timed from its own first byte.
+        for _ in range(2):
+            for start in range(0, len(head), 10):
+                slow.writer.write(head[start : start + 10])
+                await asyncio.sleep(HEAD_LIMIT_S * 0.12)
+            answers.append(await slow.request(b""))
+        took_s = time.monotonic() - began
+
+    assert [(answer.status, orjson.loads(answer.body)) for answer in answers] == [
+        (200, {"status": "ok"}),
+        (200, {"status": "ok"}),
+    ]
+    assert took_s > HEAD_LIMIT_S
+
+
+async def test_an_event_stream_outlives_the_head_limit(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway(settings.replace(head_timeout_s=HEAD_LIMIT_S))
+    publisher = Publisher(redis, settings)
+    job_id = "outlives-the-head-limit"
+    await _queue(publisher, job_id)
+    async with connect(gateway) as watcher, connect(gateway) as silent:
+        watching = asyncio.create_task(watcher.request(_stream_request(job_id)))
+        await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+        # Even the start of another request's head behind it does not get the stream cut.
+        watcher.writer.write(b"GET /healthz HTTP/1.1\r\nX-Half: ")
+        # A connection opened with the stream, cut by the sweep: the limit has passed.
+        assert await read_to_close(silent.reader) == b""
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        events = await watching
+
+    assert events.status == 200
+    assert events.event_ids() == await stream_ids(redis, settings, job_id)
