@@ -26,7 +26,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Redis answers; reports how many workers are alive.
+    """Redis answers and live delivery works; reports how many workers are alive.
 
     No live worker still means ready: submitting queues the job, and the answer says so.
     """
@@ -38,6 +38,9 @@ async def readyz(request: Request) -> JSONResponse:
     except (RedisError, OSError) as exc:
         logger.warning("not ready: Redis: %s: %s", type(exc).__name__, exc)
         return _unavailable("unavailable", None)
+    if not svc.hub.ready:
+        # Logged by the hub when its pub/sub connection dropped or its reader failed.
+        return _unavailable("pubsub unavailable", workers)
     body: dict[str, object] = {"status": "ok", "redis": "ok", "workers": workers}
     if workers == 0:
         body["warning"] = "no worker is alive: submitted jobs wait in the queue"

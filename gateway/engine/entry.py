@@ -4,19 +4,36 @@ subscribers get it.
 The stored frame carries the event's own stream id as its `id:`, which is what a single-job
 stream sends. A multi-job stream's `id:` is the subscriber's cursor instead, so those frames
 are built per subscriber (`Entry.framed_as`).
+
+Whoever can reach Redis can publish anything on a job's live channel, so what is not an event
+the hub can deliver is refused here (`BadEntry`), and counted and logged by `BadEntryLog`
+rather than allowed to stop the reader.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import NamedTuple
 
 import orjson
 
 from shared import sse
-from shared.events import TERMINAL_TYPES
-from shared.streamid import StreamId
+from shared.events import TERMINAL_TYPES, EventType
+from shared.streamid import InvalidStreamId, StreamId
 
-__all__ = ["Entry"]
+__all__ = ["BadEntry", "BadEntryLog", "Entry"]
+
+logger = logging.getLogger("jobwire.hub")
+
+_EVENT_TYPES = frozenset(event_type.value for event_type in EventType)
+# Whoever publishes bad entries could flood the log: one line per this many seconds at most.
+_LOG_EVERY_S = 60.0
+
+
+class BadEntry(ValueError):
+    """An announced or stored entry that is not a deliverable event. Its message never quotes
+    the entry: those bytes are not ours to put in a log."""
 
 
 class Entry(NamedTuple):
@@ -39,13 +56,65 @@ class Entry(NamedTuple):
 
     @classmethod
     def of(cls, raw_id: bytes | str, payload: bytes) -> Entry:
-        """The entry of a stream id and the event's JSON, as Redis hands them over."""
+        """The entry of a stream id and the event's JSON, as Redis hands them over; raises
+        BadEntry for anything else."""
+        stream_id = _stream_id(raw_id)
+        event_type, ts = _type_and_ts(payload)
         text_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        event = orjson.loads(payload)
-        event_type = event["type"]
         frame = sse.frame(payload, event=event_type, id=text_id)
-        return cls(StreamId.parse(text_id), event_type, event["ts"], payload, frame)
+        return cls(stream_id, event_type, ts, payload, frame)
+
+    @classmethod
+    def stored(cls, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+        """The entry of an XRANGE reply's item; raises BadEntry if it is not an event."""
+        payload = fields.get(b"e")
+        if payload is None:
+            raise BadEntry("no event field")
+        return cls.of(raw_id, payload)
 
     def framed_as(self, event_id: str) -> bytes:
         """The same event framed with another `id:` (a multi-job stream's cursor)."""
         return sse.frame(self.payload, event=self.type, id=event_id)
+
+
+def _stream_id(raw_id: bytes | str) -> StreamId:
+    try:
+        return StreamId.parse(raw_id)
+    except InvalidStreamId:
+        raise BadEntry("not a stream id") from None
+
+
+def _type_and_ts(payload: bytes) -> tuple[str, int]:
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise BadEntry("not JSON") from None
+    if not isinstance(event, dict):
+        raise BadEntry("not a JSON object")
+    event_type, ts = event.get("type"), event.get("ts")
+    # Only a known type: it becomes the frame's `event:` line and decides the job's status.
+    if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
+        raise BadEntry("no known event type")
+    if type(ts) is not int:
+        raise BadEntry("no timestamp")
+    return event_type, ts
+
+
+class BadEntryLog:
+    """Counts the entries skipped as bad, and logs them at most once a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._quiet_until = 0.0
+
+    def skipped(self, job_id: str, error: BadEntry) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + _LOG_EVERY_S
+            logger.warning(
+                "skipped a bad entry of job %s (%s); %d skipped since start",
+                job_id,
+                error,
+                self.count,
+            )

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.engine.connection import Connection
-from gateway.engine.entry import Entry
+from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from gateway.engine.liveness import note, ping_forever, watch_stalls
 from gateway.engine.reader import PubSubReader
@@ -52,7 +52,8 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._dirty: set[Subscriber] = set()
         self._flush_scheduled = False
-        self._reader = PubSubReader(redis, self._keys, self._dispatch)
+        self._bad_entries = BadEntryLog()
+        self._reader = PubSubReader(redis, self._keys, self._dispatch, self._bad_entries)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop = asyncio.get_running_loop()
@@ -65,7 +66,7 @@ class Hub:
         pings = ping_forever(settings.ping_s, self._subscribers, self._send)
         stalls = watch_stalls(settings.heartbeat_s, self._feeds, self._send)
         self._tasks = [
-            loop.create_task(self._reader.read_forever(), name="jobwire-hub-reader"),
+            loop.create_task(self._reader.run(), name="jobwire-hub-reader"),
             loop.create_task(pings, name="jobwire-hub-ping"),
             loop.create_task(stalls, name="jobwire-hub-stalls"),
             loop.create_task(self._shutdown_on(shutdown), name="jobwire-hub-shutdown"),
@@ -91,6 +92,17 @@ class Hub:
         self._stopping = True
         for subscriber in list(self._subscribers):
             self._end(subscriber, Outcome.SHUTDOWN)
+
+    @property
+    def ready(self) -> bool:
+        """Live delivery works: the pub/sub reader runs and is connected (or has been within
+        `reader.READY_WITHIN_S`)."""
+        return self._reader.ready
+
+    @property
+    def bad_entries(self) -> int:
+        """Announced or stored entries skipped as not deliverable events, since start."""
+        return self._bad_entries.count
 
     def counts(self) -> dict[str, int]:
         """What the hub holds: for tests and debugging; no endpoint reports it."""
@@ -176,25 +188,38 @@ class Hub:
         client takes them: a client far behind on large events is served, not cut off."""
         key = self._keys.events(feed.job_id)
         pace_bytes = self._settings.max_buffer_bytes // 4
+        position = subscriber.cursor[feed.job_id]
+        start = "-" if position is None else f"({position}"
         count = FIRST_BACKFILL_BATCH
         while feed.job_id in subscriber.open_jobs and not subscriber.done.done():
-            position = subscriber.cursor[feed.job_id]
-            start = "-" if position is None else f"({position}"
             entries = await self._redis.xrange(key, start, "+", count=count)
             unflushed = read = 0
             for raw_id, fields in entries:
-                payload = fields[b"e"]
-                self._deliver_if_new(subscriber, feed.job_id, Entry.of(raw_id, payload))
-                unflushed += len(payload)
-                read += len(payload)
+                size = self._deliver_stored(subscriber, feed.job_id, raw_id, fields)
+                unflushed += size
+                read += size
                 if unflushed > pace_bytes:
                     unflushed = 0
                     await self._write_now(subscriber)
             if len(entries) < count:
                 return
+            # From the last entry read, delivered or not: a bad one must not be read forever.
+            start = f"({entries[-1][0].decode()}"
             # Large events: read fewer at a time, so one read holds about one buffer's worth.
             average = read // len(entries) + 1
             count = max(1, min(BACKFILL_BATCH, self._settings.max_buffer_bytes // average))
+
+    def _deliver_stored(
+        self, subscriber: Subscriber, job_id: str, raw_id: bytes, fields: dict[bytes, bytes]
+    ) -> int:
+        """Deliver an entry XRANGE read, unless it is not an event; the bytes of its event."""
+        try:
+            entry = Entry.stored(raw_id, fields)
+        except BadEntry as error:
+            self._bad_entries.skipped(job_id, error)
+            return 0
+        self._deliver_if_new(subscriber, job_id, entry)
+        return len(entry.payload)
 
     async def _write_now(self, subscriber: Subscriber) -> None:
         """Write the subscriber's outbox and wait until the client has taken most of it."""

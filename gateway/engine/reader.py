@@ -9,36 +9,57 @@ Deliberate oddities:
   the job's stream from the last id the feed delivered (a catch-up) before it sets
   `Feed.subscribed`, which is what a joining subscriber waits on; the hub drops overlaps by id.
   A lost connection is reopened with backoff (50 ms up to 2 s) and every watched channel is
-  subscribed again.
+  subscribed again. Should the reader fail for any other reason (a bug), it logs why and
+  starts again the same way, with the same backoff; `ready` is False until it runs again.
+- Anyone who can reach Redis can publish on a live channel. What is not an event the hub can
+  deliver is skipped and counted (`BadEntryLog`), never allowed to stop the reader. An id
+  later than Redis's clock cannot be one XADD just made (`RedisClock`): believed, it would
+  move the feed past every real event up to it, so it is looked up in the stream first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as AbstractConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.engine.entry import Entry
+from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from shared.keys import Keys
 from shared.streamid import StreamId
 
-__all__ = ["PubSubReader"]
+__all__ = ["READY_WITHIN_S", "PubSubReader", "RedisClock"]
 
 logger = logging.getLogger("jobwire.hub")
 
 CATCH_UP_BATCH = 500
 _RECONNECT_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# A reader that ran this long before it failed starts its backoff afresh.
+_HEALTHY_RUN_S = 10.0
+# How long pub/sub may be down (reconnecting) before the gateway stops saying it is ready.
+READY_WITHIN_S = 5.0
+# Drift allowed between Redis's clock and ours since it was read; past it, a real id only
+# costs a lookup and a fresh reading.
+_CLOCK_SLACK_MS = 20
+_CLOCK_FRESH_S = 1.0
 
 
 class PubSubReader:
-    def __init__(self, redis: Redis, keys: Keys, dispatch: Callable[[Feed, Entry], None]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        dispatch: Callable[[Feed, Entry], None],
+        bad_entries: BadEntryLog,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._dispatch = dispatch
@@ -47,6 +68,18 @@ class PubSubReader:
         self._connected = asyncio.Event()
         self._has_feeds = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._bad_entries = bad_entries
+        self._clock = RedisClock()
+        self._running = False
+        self._down_since: float | None = time.monotonic()  # not connected yet
+
+    @property
+    def ready(self) -> bool:
+        """Reading, and connected or reconnecting for less than READY_WITHIN_S."""
+        down_since = self._down_since
+        return self._running and (
+            down_since is None or time.monotonic() - down_since < READY_WITHIN_S
+        )
 
     def subscribe(self, feed: Feed) -> None:
         self._by_channel[feed.channel] = feed
@@ -60,12 +93,33 @@ class PubSubReader:
         self._command("UNSUBSCRIBE", feed.channel)
 
     async def close(self) -> None:
-        """Forget every feed and drop the connection (after `read_forever` was cancelled)."""
+        """Forget every feed and drop the connection (after `run` was cancelled)."""
         self._by_channel.clear()
         if self._connection is not None:
             await self._connection.disconnect()
 
-    async def read_forever(self) -> None:
+    async def run(self) -> None:
+        """Read until cancelled; a failure of the reader itself restarts it with backoff."""
+        failures = 0
+        try:
+            while True:
+                started = time.monotonic()
+                self._running = True
+                try:
+                    await self._read_forever()
+                except Exception:
+                    self._running = False
+                    self._lost()
+                    if time.monotonic() - started > _HEALTHY_RUN_S:
+                        failures = 0
+                    delay = _backoff(failures)
+                    failures += 1
+                    logger.exception("pub/sub reader failed; restarting it in %.2fs", delay)
+                    await asyncio.sleep(delay)
+        finally:
+            self._running = False
+
+    async def _read_forever(self) -> None:
         attempt = 0
         while True:
             try:
@@ -73,16 +127,22 @@ class PubSubReader:
                 attempt = 0
                 await self._read_messages()
             except (AbstractConnectionError, RedisTimeoutError, OSError) as exc:
-                self._connected.clear()
-                for feed in self._by_channel.values():
-                    feed.subscribed.clear()
-                delay = _RECONNECT_BACKOFF_S[min(attempt, len(_RECONNECT_BACKOFF_S) - 1)]
+                self._lost()
+                delay = _backoff(attempt)
                 attempt += 1
                 logger.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
 
+    def _lost(self) -> None:
+        """Pub/sub may have missed messages: each feed catches up once subscribed again."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._connected.clear()
+        for feed in self._by_channel.values():
+            feed.subscribed.clear()
+
     def _command(self, *args: str | bytes) -> None:
-        """Send a (UN)SUBSCRIBE; its confirmation is read by `read_forever`. While the
+        """Send a (UN)SUBSCRIBE; its confirmation is read by `_read_messages`. While the
         connection is down nothing is sent: reconnecting subscribes to every channel."""
         if self._connection is not None and self._connected.is_set():
             self._loop.create_task(self._send_command(self._connection, *args))
@@ -102,7 +162,9 @@ class PubSubReader:
         connection.health_check_interval = 0
         await connection.connect()  # type: ignore[no-untyped-call]
         self._connection = connection
+        await self._read_clock(connection)
         self._connected.set()
+        self._down_since = None
         if self._by_channel:
             await connection.send_command("SUBSCRIBE", *self._by_channel, check_health=False)
 
@@ -120,11 +182,47 @@ class PubSubReader:
         if feed is None:
             return
         if kind == b"message" and isinstance(data, bytes):
-            raw_id, _, payload = data.partition(b" ")
-            self._dispatch(feed, Entry.of(raw_id, payload))
+            await self._on_announcement(feed, data)
         elif kind == b"subscribe" and not feed.subscribed.is_set():
             await self._catch_up(feed)
             feed.subscribed.set()
+
+    async def _on_announcement(self, feed: Feed, data: bytes) -> None:
+        """`<id> <event json>` as the publish script sends it."""
+        raw_id, _, payload = data.partition(b" ")
+        try:
+            entry = Entry.of(raw_id, payload)
+            if entry.id.ms > self._clock.latest_ms():
+                entry = await self._held(feed, entry)
+        except BadEntry as error:
+            self._bad_entries.skipped(feed.job_id, error)
+            return
+        self._dispatch(feed, entry)
+
+    async def _held(self, feed: Feed, entry: Entry) -> Entry:
+        """`entry` as the job's stream holds it; BadEntry if the stream does not hold its id."""
+        position = str(entry.id)
+        try:
+            held = await self._redis.xrange(self._keys.events(feed.job_id), position, position)
+        except ResponseError:  # the key is not a stream
+            held = []
+        if not held:
+            raise BadEntry("an id ahead of Redis's clock that the stream does not hold")
+        if not self._clock.fresh:  # a real id ahead of the clock as read: it has moved on
+            sent = time.monotonic()
+            self._clock.set(sent, await self._redis.time())
+        raw_id, fields = held[0]
+        return Entry.stored(raw_id, fields)
+
+    async def _read_clock(self, connection: AbstractConnection) -> None:
+        sent = time.monotonic()
+        await connection.send_command("TIME", check_health=False)
+        try:
+            reply = await connection.read_response()
+        except ResponseError as exc:  # TIME refused: no id is checked against the clock
+            logger.warning("cannot read Redis's clock (%s): announced ids are not checked", exc)
+            return
+        self._clock.set(sent, reply)
 
     async def _catch_up(self, feed: Feed) -> None:
         """Read what pub/sub may have missed since the feed's last event."""
@@ -133,12 +231,25 @@ class PubSubReader:
             return
         key = self._keys.events(feed.job_id)
         while True:
-            entries = await self._redis.xrange(key, f"({start}", "+", count=CATCH_UP_BATCH)
+            try:
+                entries = await self._redis.xrange(key, f"({start}", "+", count=CATCH_UP_BATCH)
+            except ResponseError as exc:
+                # Not a stream: that job's own reads fail too, every other job goes on.
+                logger.warning("job %s: its events cannot be read (%s)", feed.job_id, exc)
+                return
             for raw_id, fields in entries:
-                self._dispatch(feed, Entry.of(raw_id, fields[b"e"]))
+                self._dispatch_stored(feed, raw_id, fields)
             if len(entries) < CATCH_UP_BATCH:
                 return
             start = StreamId.parse(entries[-1][0])
+
+    def _dispatch_stored(self, feed: Feed, raw_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            entry = Entry.stored(raw_id, fields)
+        except BadEntry as error:
+            self._bad_entries.skipped(feed.job_id, error)
+            return
+        self._dispatch(feed, entry)
 
 
 def _catch_up_start(feed: Feed) -> StreamId | None:
@@ -149,3 +260,36 @@ def _catch_up_start(feed: Feed) -> StreamId | None:
     positions = [s.cursor[feed.job_id] for s in feed.ahead]
     known = [position for position in positions if position is not None]
     return min(known) if known else None
+
+
+class RedisClock:
+    """Redis's clock as last read, run on by this process's monotonic clock.
+
+    XADD takes a new entry's id from Redis's clock, or just past the stream's last id, so an
+    id later than `latest_ms()` is not one it has made by now — unless the stream's ids ran
+    ahead of its clock (the clock stepped back), which a lookup then shows.
+    """
+
+    def __init__(self) -> None:
+        self._offset_ms = math.inf  # Redis's ms minus our monotonic ms; unknown: any id
+        self._read_at = -math.inf
+
+    @property
+    def fresh(self) -> bool:
+        return time.monotonic() - self._read_at < _CLOCK_FRESH_S
+
+    def set(self, sent: float, reply: Sequence[bytes | int]) -> None:
+        """Take TIME's reply (seconds, microseconds) to a request sent at monotonic `sent`."""
+        seconds, micros = int(reply[0]), int(reply[1])
+        # As if read the moment it was asked: never behind Redis's clock, ahead of it by at
+        # most the round trip.
+        self._offset_ms = seconds * 1000 + micros / 1000 - sent * 1000
+        self._read_at = sent
+
+    def latest_ms(self) -> float:
+        """The latest ms an id XADD has made by now can have."""
+        return time.monotonic() * 1000 + self._offset_ms + _CLOCK_SLACK_MS
+
+
+def _backoff(attempt: int) -> float:
+    return _RECONNECT_BACKOFF_S[min(attempt, len(_RECONNECT_BACKOFF_S) - 1)]

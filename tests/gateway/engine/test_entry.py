@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.engine.entry import Entry
+from gateway.engine.entry import BadEntry, Entry
 from shared.events import EventType
 from shared.streamid import StreamId
 from tests.support import SSEParser
@@ -42,3 +42,35 @@ def test_only_completed_failed_and_cancelled_are_terminal(event_type: EventType)
 
     terminal = event_type in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
     assert entry.terminal is terminal
+
+
+NOT_EVENTS = {
+    "an-id-that-is-not-one": (b"secret", _payload("progress"), "not a stream id"),
+    "an-id-past-64-bits": (b"18446744073709551616-0", _payload("progress"), "not a stream id"),
+    "not-json": (b"1-0", b"{secret", "not JSON"),
+    "not-an-object": (b"1-0", b'["secret"]', "not a JSON object"),
+    "no-type": (b"1-0", b'{"ts": 1, "secret": 1}', "no known event type"),
+    "an-unknown-type": (b"1-0", b'{"type": "secret", "ts": 1}', "no known event type"),
+    "a-type-that-is-not-text": (b"1-0", b'{"type": ["progress"], "ts": 1}', "no known event type"),
+    "no-ts": (b"1-0", b'{"type": "progress", "secret": 1}', "no timestamp"),
+    "a-ts-that-is-text": (b"1-0", b'{"type": "progress", "ts": "secret"}', "no timestamp"),
+    "a-ts-that-is-true": (b"1-0", b'{"type": "progress", "ts": true}', "no timestamp"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_EVENTS))
+def test_what_is_not_an_event_is_refused_without_being_quoted(case: str) -> None:
+    raw_id, payload, reason = NOT_EVENTS[case]
+    with pytest.raises(BadEntry) as refused:
+        Entry.of(raw_id, payload)
+
+    assert str(refused.value) == reason  # never the entry's own bytes
+
+
+def test_a_stored_item_without_its_event_is_refused() -> None:
+    with pytest.raises(BadEntry, match="no event field"):
+        Entry.stored(b"1-0", {b"x": _payload("progress")})
+
+    assert Entry.stored(b"1-0", {b"e": _payload("progress")}) == Entry.of(
+        b"1-0", _payload("progress")
+    )

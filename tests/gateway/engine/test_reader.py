@@ -1,0 +1,215 @@
+"""The hub's pub/sub reader against what anyone with Redis access can publish on a job's live
+channel: a bad message is skipped and counted, every subscriber of every job still gets every
+event exactly once and in order, and a forged id ahead of Redis's clock cannot move a job's
+feed past its real events. A reader that fails anyway is restarted and catches up, and
+`/readyz` says so while it is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.engine.entry import Entry
+from gateway.engine.feed import Feed
+from shared.events import EventType, encode_event, make_event, now_ms
+from shared.keys import Keys
+from shared.publish import Publisher
+from shared.settings import Settings
+from tests.conftest import Gateway, StartGateway
+from tests.support import RawResponse, SSEParser, raw_get, scaled, stream_ids, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+JOBS = ("poisoned", "bystander")
+
+
+def _port(gateway: Gateway) -> int:
+    port = urlsplit(gateway.url).port
+    assert port is not None
+    return port
+
+
+def _event(event_type: EventType, **fields: object) -> bytes:
+    event = {**make_event(event_type, JOBS[0], 1, {"current": 1}), **fields}
+    return orjson.dumps(event)
+
+
+def _ahead(ms: int) -> str:
+    return f"{now_ms() + ms}-0"
+
+
+# What job code could PUBLISH on a job's live channel, by what is wrong with it.
+BAD_MESSAGES: dict[str, Callable[[], bytes]] = {
+    "no-separator": lambda: b"x",
+    "not-json": lambda: f"{now_ms()}-0 {{not json".encode(),
+    "not-an-object": lambda: f"{now_ms()}-0 [1, 2]".encode(),
+    "no-type": lambda: f"{now_ms()}-0 ".encode() + orjson.dumps({"v": 1, "ts": 1}),
+    "no-ts": lambda: f"{now_ms()}-0 ".encode() + orjson.dumps({"v": 1, "type": "progress"}),
+    "a-ts-that-is-text": lambda: f"{now_ms()}-0 ".encode() + _event(EventType.PROGRESS, ts="1"),
+    "an-unknown-type": lambda: f"{now_ms()}-0 ".encode() + _event(EventType.PROGRESS, type="x"),
+    "a-type-that-breaks-the-frame": lambda: (
+        f"{now_ms()}-0 ".encode() + _event(EventType.PROGRESS, type="progress\n\nid: 1-1")
+    ),
+    "a-bad-id": lambda: b"17-x " + _event(EventType.PROGRESS),
+    "an-id-past-64-bits": lambda: b"99999999999999999999999-0 " + _event(EventType.PROGRESS),
+    "a-progress-seconds-ahead": lambda: f"{_ahead(5_000)} ".encode() + _event(EventType.PROGRESS),
+    "a-completed-an-hour-ahead": lambda: (
+        f"{_ahead(3_600_000)} ".encode() + _event(EventType.COMPLETED, data={"result": None})
+    ),
+    "the-largest-id": lambda: (
+        f"{2**64 - 1}-{2**64 - 1} ".encode() + _event(EventType.COMPLETED, data={"result": None})
+    ),
+}
+
+
+async def _start_job(publisher: Publisher, job_id: str) -> None:
+    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+    assert (await publisher.publish(queued, create=True)).accepted
+    await publisher.publish(make_event(EventType.STARTED, job_id, 1, {"attempt": 1}))
+
+
+async def _publish(publisher: Publisher, job_id: str, count: int) -> None:
+    for n in range(count):
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
+
+
+async def _finish(publisher: Publisher, job_id: str) -> None:
+    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+
+
+async def _watch_both_jobs(
+    gateway: Gateway, redis: Redis, keys: Keys
+) -> list[asyncio.Task[RawResponse]]:
+    """Two streams of the first job, one of the second, one of both; returns once every one
+    is subscribed (a message published from then on reaches the hub)."""
+    port = _port(gateway)
+    paths = [f"/jobs/{JOBS[0]}/events"] * 2 + [
+        f"/jobs/{JOBS[1]}/events",
+        "/events?job=poisoned&job=bystander",
+    ]
+    watchers = [asyncio.create_task(raw_get(port, path)) for path in paths]
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == len(paths))
+    channels = [keys.live(job_id) for job_id in JOBS]
+    await wait_until(lambda: _subscribed(redis, channels), message="channels subscribed")
+    return watchers
+
+
+async def _subscribed(redis: Redis, channels: list[str]) -> bool:
+    return all(count == 1 for _, count in await redis.pubsub_numsub(*channels))
+
+
+async def _assert_exact(
+    watchers: list[asyncio.Task[RawResponse]], redis: Redis, settings: Settings
+) -> None:
+    """Each stream got its job's stored events, each once and in order, and nothing else."""
+    async with asyncio.timeout(scaled(20)):
+        first, again, other, both = await asyncio.gather(*watchers)
+    stored = {job_id: await stream_ids(redis, settings, job_id) for job_id in JOBS}
+    assert first.event_ids() == stored[JOBS[0]]
+    assert again.event_ids() == stored[JOBS[0]]
+    assert other.event_ids() == stored[JOBS[1]]
+    assert _ids_by_job(both) == stored
+
+
+def _ids_by_job(response: RawResponse) -> dict[str, list[str]]:
+    """A multi-job stream's events, per job, as the ids of its own stream (each frame's `id:`
+    is the cursor: the id of the event of its job)."""
+    ids: dict[str, list[str]] = {job_id: [] for job_id in JOBS}
+    for event in SSEParser().feed(response.body):
+        job_id = event.json()["job"]
+        assert event.id is not None
+        cursor = dict(part.split(":") for part in event.id.split(","))
+        ids[job_id].append(cursor[job_id])
+    return ids
+
+
+@pytest.mark.parametrize("bad", list(BAD_MESSAGES))
+async def test_a_bad_message_on_a_live_channel_is_skipped_and_delivery_goes_on(
+    start_gateway: StartGateway, redis: Redis, settings: Settings, bad: str
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    for job_id in JOBS:
+        await _start_job(publisher, job_id)
+    watchers = await _watch_both_jobs(gateway, redis, keys)
+    for job_id in JOBS:
+        await _publish(publisher, job_id, 3)
+    await redis.publish(keys.live(JOBS[0]), BAD_MESSAGES[bad]())
+    for job_id in JOBS:
+        await _publish(publisher, job_id, 3)
+        await _finish(publisher, job_id)
+
+    await _assert_exact(watchers, redis, settings)
+    assert gateway.hub.bad_entries == 1
+    async with gateway.client() as client:
+        assert await _readiness(client, 200)
+
+
+async def test_events_whose_ids_run_ahead_of_the_clock_are_delivered_once_held_by_the_stream(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    for job_id in JOBS:
+        await _start_job(publisher, job_id)
+    watchers = await _watch_both_jobs(gateway, redis, keys)
+    # As after Redis's clock stepped back: the stream's ids stay ahead of it from then on.
+    payload = encode_event(make_event(EventType.PROGRESS, JOBS[0], 1, {"current": 0}))
+    ahead = _ahead(60_000)
+    await redis.xadd(keys.events(JOBS[0]), {"e": payload}, id=ahead)
+    await redis.publish(keys.live(JOBS[0]), f"{ahead} ".encode() + payload)
+    for job_id in JOBS:
+        await _publish(publisher, job_id, 3)
+        await _finish(publisher, job_id)
+
+    await _assert_exact(watchers, redis, settings)
+    assert gateway.hub.bad_entries == 0
+    assert (await stream_ids(redis, settings, JOBS[0]))[-1].startswith(ahead.split("-")[0])
+
+
+async def test_a_reader_that_fails_is_restarted_and_catches_up(
+    start_gateway: StartGateway, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    for job_id in JOBS:
+        await _start_job(publisher, job_id)
+    watchers = await _watch_both_jobs(gateway, redis, keys)
+    failing = asyncio.Event()
+    record = Feed.record
+
+    def record_unless_failing(feed: Feed, entry: Entry) -> bool:
+        if failing.is_set():
+            raise RuntimeError("a bug on the reader's path")
+        return record(feed, entry)
+
+    monkeypatch.setattr(Feed, "record", record_unless_failing)
+    async with gateway.client() as client:
+        failing.set()
+        await _publish(publisher, JOBS[0], 3)  # the reader fails on the first of these
+        down = await wait_until(lambda: _readiness(client, 503), message="/readyz 503")
+        assert down == {"status": "unavailable", "redis": "pubsub unavailable", "workers": 0}
+        await _publish(publisher, JOBS[1], 3)
+        failing.clear()
+        await wait_until(lambda: _readiness(client, 200), message="/readyz 200 again")
+        for job_id in JOBS:
+            await _publish(publisher, job_id, 3)
+            await _finish(publisher, job_id)
+
+        await _assert_exact(watchers, redis, settings)
+
+
+async def _readiness(client: httpx.AsyncClient, status: int) -> dict[str, object] | None:
+    """`/readyz`'s answer if its status is `status`."""
+    response = await client.get("/readyz")
+    body: dict[str, object] = response.json()
+    return body if response.status_code == status else None
