@@ -169,7 +169,8 @@ def _banner(base_url: str, redis_url: str, settings: Settings, made_key: str | N
 Jobwire is up: {page}   (the web page; events and state in {redis_url})
 {_key_notice(settings, made_key)}
   Submit a job:
-    curl -i -X POST {base_url}/jobs{key} -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
+    curl -i -X POST {base_url}/jobs{key} -H 'Content-Type: application/json' \\
+      -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
   Watch it (use the job_id{" and watch_token" if token else ""} from the answer):
     curl -N {base_url}/jobs/JOB_ID/events{token}
   Cut it with Ctrl-C, then resume from the last id you saw:

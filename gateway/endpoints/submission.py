@@ -17,9 +17,11 @@ from shared.keys import InvalidJobId, validate_job_id
 
 __all__ = ["Submission", "check_against_catalog", "read_submission"]
 
-# `curl -d` sends form-urlencoded by default; the walkthrough's one-liners must just work,
-# so such a body is read as JSON too. Anything else that is not JSON is refused.
-_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+# The one media type taken. A page on any site may make a browser POST a form, text/plain or a
+# body of no type anywhere without asking first; `application/json` makes the browser ask (a
+# CORS preflight), which only the origins in JOBWIRE_CORS_ORIGINS pass. So no page elsewhere can
+# start jobs here, even on a `jobwire up` with auth disabled.
+_JSON = "application/json"
 _FIELDS = {"name", "args", "job_id"}
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -80,9 +82,12 @@ def check_against_catalog(submission: Submission, catalog: dict[str, JobSpec]) -
 
 def _check_content_type(content_type: str | None) -> None:
     media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+    if media_type != _JSON:
+        sent = repr(media_type[:100]) if media_type else "no Content-Type"
         raise APIError(
-            400, "unsupported_media_type", f"send application/json, not {media_type[:100]!r}"
+            415,
+            "unsupported_media_type",
+            f"send the body as JSON with Content-Type: {_JSON}, not {sent}",
         )
 
 

@@ -275,8 +275,8 @@ async def test_garbage_and_oversized_requests_are_refused_not_crashed_on(
 
 # Bodies that end before they are complete: the client is gone while the app reads them.
 BROKEN_BODIES = [
-    b"Transfer-Encoding: chunked\r\n\r\nZZZ\r\nabc\r\n0\r\n\r\n",
-    b"Transfer-Encoding: chunked\r\n\r\n10\r\nabc",
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nabc\r\n0\r\n\r\n",
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
     b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"name": ',
 ]
 

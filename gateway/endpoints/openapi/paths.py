@@ -53,6 +53,7 @@ _ERRORS = {
     404: _error("No such job, or one another API key submitted"),
     409: _error("Conflicts with the job's state or id"),
     413: _error("The body is larger than JOBWIRE_MAX_BODY_BYTES"),
+    415: _error("The body is not sent as `Content-Type: application/json`"),
     422: _error("No job of that name, or arguments it does not take"),
     429: _error(
         "A per-key limit (streams open, or submits per minute) is reached",
@@ -104,7 +105,7 @@ _SUBMIT: Schema = {
             "queued; with `Accept: text/event-stream` any submit answers with the stream",
             "content": {"application/json": {"schema": schema_ref("Submitted")}, **_EVENT_STREAM},
         },
-        **_errors(400, 401, 409, 413, 422, 429, 503),
+        **_errors(400, 401, 409, 413, 415, 422, 429, 503),
     },
 }
 

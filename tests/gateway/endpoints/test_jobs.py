@@ -25,7 +25,7 @@ async def test_submit_answers_202_with_urls_and_writes_queued(
         response = await client.post(
             "/jobs",
             content=b'{"name":"demo.countdown","args":{"seconds":0.1,"steps":1}}',
-            headers={"content-type": "application/x-www-form-urlencoded"},  # what `curl -d` sends
+            headers={"content-type": "application/json; charset=utf-8"},
         )
         body = response.json()
         job_id = body["job_id"]
@@ -156,9 +156,10 @@ async def test_failed_and_retried_jobs_over_sse(stack: Gateway) -> None:
     assert attempts == [0, 1, 1, 2, 2]
 
 
+JSON = {"content-type": "application/json"}
 BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
-    ("POST", "/jobs", {"content": b"{not json"}, 400, "invalid_json"),
-    ("POST", "/jobs", {"content": b"\xff\xfe\x00garbage"}, 400, "invalid_json"),
+    ("POST", "/jobs", {"content": b"{not json", "headers": JSON}, 400, "invalid_json"),
+    ("POST", "/jobs", {"content": b"\xff\xfe\x00garbage", "headers": JSON}, 400, "invalid_json"),
     ("POST", "/jobs", {"json": ["a", "list"]}, 400, "invalid_request"),
     ("POST", "/jobs", {"json": {"args": {}}}, 400, "invalid_request"),
     ("POST", "/jobs", {"json": {"name": "demo.countdown", "extra": 1}}, 400, "invalid_request"),
@@ -167,12 +168,12 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, object], int, str]] = [
     ("POST", "/jobs", {"json": {"name": "demo.countdown", "job_id": 7}}, 400, "invalid_request"),
     ("POST", "/jobs", {"json": {"name": "no.such.job"}}, 422, "unknown_job"),
     ("POST", "/jobs", {"json": {"name": "demo.countdown", "args": {"x": 1}}}, 422, "invalid_args"),
-    ("POST", "/jobs", {"content": b"x" * 70_000}, 413, "payload_too_large"),
+    ("POST", "/jobs", {"content": b"x" * 70_000, "headers": JSON}, 413, "payload_too_large"),
     (
         "POST",
         "/jobs",
         {"content": b"<job/>", "headers": {"content-type": "application/xml"}},
-        400,
+        415,
         "unsupported_media_type",
     ),
     ("GET", "/jobs/%E2%98%83", {}, 400, "invalid_job_id"),

@@ -1,0 +1,138 @@
+"""Reading a `POST /jobs` body: only JSON sent as JSON, and no argument the queue would take as
+its own. A refused submission leaves nothing in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from arq.constants import job_key_prefix
+from redis.asyncio import Redis
+
+from shared.catalog import JobSpec, advertise
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.auth_support import ALICE_KEY, WAITING_JOB, advertise_waiting_job, with_auth
+from tests.conftest import Gateway, StartGateway
+from tests.support import scaled
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
+    """A gateway as `jobwire up` runs it with auth disabled; `WAITING_JOB` takes `**kwargs`."""
+    await advertise_waiting_job(redis, settings)
+    return await start_gateway()
+
+
+def _job_id() -> str:
+    # arq's job keys are not under the test's key prefix: each test needs ids of its own.
+    return f"job-{uuid.uuid4().hex}"
+
+
+async def _nothing_written(redis: Redis, settings: Settings, job_id: str) -> bool:
+    keys = Keys(settings.key_prefix)
+    written: int = await redis.exists(
+        keys.state(job_id), keys.events(job_id), job_key_prefix + job_id
+    )
+    return written == 0 and await redis.zcard(settings.queue_name) == 0
+
+
+# What a page on another site can make a browser send without a CORS preflight: a form's
+# encodings, text/plain, or a fetch() of a body with no type.
+CROSS_SITE_TYPES = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "text/plain",
+    "text/plain; charset=utf-8",
+    None,
+]
+
+
+@pytest.mark.parametrize("content_type", CROSS_SITE_TYPES)
+async def test_a_cross_site_post_of_a_form_starts_no_job_with_auth_disabled(
+    gateway: Gateway, redis: Redis, settings: Settings, content_type: str | None
+) -> None:
+    job_id = _job_id()
+    body = orjson.dumps({"name": WAITING_JOB, "job_id": job_id})
+    headers = {"Origin": "https://evil.example"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    async with gateway.client() as client:
+        response = await client.post("/jobs", content=body, headers=headers)
+
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type"
+    assert "application/json" in response.json()["detail"]
+    assert await _nothing_written(redis, settings, job_id)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+async def test_json_is_taken_with_or_without_parameters(
+    gateway: Gateway, content_type: str
+) -> None:
+    body = b'{"name": "%s"}' % WAITING_JOB.encode()
+    async with gateway.client() as client:
+        response = await client.post("/jobs", content=body, headers={"Content-Type": content_type})
+
+    assert response.status_code == 202, response.text
+
+
+async def test_another_json_type_is_not_taken_for_json(gateway: Gateway) -> None:
+    async with gateway.client() as client:
+        response = await client.post(
+            "/jobs", json={"name": WAITING_JOB}, headers={"Content-Type": "application/ld+json"}
+        )
+
+    assert (response.status_code, response.json()["error"]) == (415, "unsupported_media_type")
+
+
+def _readme_submits() -> list[str]:
+    """Every `$ curl … -X POST` command of README.md, its continuation lines joined."""
+    commands: list[str] = []
+    lines = iter((ROOT / "README.md").read_text().splitlines())
+    for line in lines:
+        if line.startswith("$ curl") and "-X POST" in line:
+            command = line.removeprefix("$ ")
+            while command.endswith("\\"):
+                command = command.removesuffix("\\") + next(lines)
+            commands.append(command)
+    return commands
+
+
+async def test_the_readmes_curl_submit_starts_a_job(
+    start_gateway: StartGateway, settings: Settings, redis: Redis
+) -> None:
+    spec = JobSpec(name="demo.countdown", params=[], required=[], accepts_any=True, doc="")
+    await advertise(redis, Keys(settings.key_prefix), [spec])
+    gateway = await start_gateway(with_auth(settings))
+    [command] = _readme_submits()
+    address = urlsplit(gateway.url).netloc
+    shell = f'AUTH="Authorization: Bearer {ALICE_KEY}"; ' + command.replace(
+        "localhost:8000", address
+    )
+
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", shell, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(scaled(10)):
+        out, err = await process.communicate()
+
+    assert out.startswith(b"HTTP/1.1 202"), (out, err)
+
+
+def test_jobwire_ups_curl_submit_sends_json() -> None:
+    source = (ROOT / "jobwire" / "up.py").read_text()
+    posts = [line for line in source.splitlines() if "curl" in line and "-X POST" in line]
+
+    assert posts
+    assert all("-H 'Content-Type: application/json'" in line for line in posts), posts
