@@ -1,27 +1,37 @@
 """The Python client of Jobwire: submit jobs and follow their events, surviving network loss.
 
 ```python
-async with Client("http://127.0.0.1:8000") as client:
+async with Client() as client:  # JOBWIRE_URL and JOBWIRE_API_KEY, unless given
     job = await client.submit("demo.countdown", seconds=5)
     async for event in job.events():
         print(event.type, event.data)
     result = await job.wait()
 ```
+
+Each name is imported on first use, as in `jobwire` itself: `jobwire.client.target` (which
+the `jobwire` command reads for its help texts) loads without httpx.
 """
 
-from jobwire.client.backoff import Backoff
-from jobwire.client.client import DEFAULT_URL, Client
-from jobwire.client.errors import (
-    GatewayError,
-    GatewayUnreachable,
-    JobCancelled,
-    JobFailed,
-    JobwireError,
-    RequestRejected,
-)
-from jobwire.client.events import RESET, TERMINAL_TYPES, JobEvent
-from jobwire.client.job import Job
-from jobwire.client.stream import ConnectionState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobwire.client.backoff import Backoff
+    from jobwire.client.client import Client
+    from jobwire.client.errors import (
+        GatewayError,
+        GatewayUnreachable,
+        JobCancelled,
+        JobFailed,
+        JobwireError,
+        RequestRejected,
+    )
+    from jobwire.client.events import RESET, TERMINAL_TYPES, JobEvent
+    from jobwire.client.job import Job
+    from jobwire.client.stream import ConnectionState
+    from jobwire.client.target import DEFAULT_URL, InvalidGatewayURL
 
 __all__ = [
     "DEFAULT_URL",
@@ -32,6 +42,7 @@ __all__ = [
     "ConnectionState",
     "GatewayError",
     "GatewayUnreachable",
+    "InvalidGatewayURL",
     "Job",
     "JobCancelled",
     "JobEvent",
@@ -39,3 +50,34 @@ __all__ = [
     "JobwireError",
     "RequestRejected",
 ]
+
+_HOMES = {
+    "Backoff": "jobwire.client.backoff",
+    "Client": "jobwire.client.client",
+    **dict.fromkeys(
+        (
+            "GatewayError",
+            "GatewayUnreachable",
+            "JobCancelled",
+            "JobFailed",
+            "JobwireError",
+            "RequestRejected",
+        ),
+        "jobwire.client.errors",
+    ),
+    **dict.fromkeys(("RESET", "TERMINAL_TYPES", "JobEvent"), "jobwire.client.events"),
+    "Job": "jobwire.client.job",
+    "ConnectionState": "jobwire.client.stream",
+    **dict.fromkeys(("DEFAULT_URL", "InvalidGatewayURL"), "jobwire.client.target"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'jobwire.client' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -13,18 +14,10 @@ from jobwire.client.errors import GatewayError, GatewayUnreachable
 from jobwire.client.http import authorization, check_answer, describe
 from jobwire.client.job import Job
 from jobwire.client.stream import DEFAULT_READ_TIMEOUT_S, StreamOptions
-from shared.settings import Settings
+from jobwire.client.target import DEFAULT_URL, Target
 
 __all__ = ["DEFAULT_URL", "Client"]
 
-
-def _default_gateway_url() -> str:
-    """Where a gateway started with the default settings listens (`jobwire up`)."""
-    defaults = Settings()
-    return f"http://{defaults.host}:{defaults.port}"
-
-
-DEFAULT_URL = _default_gateway_url()
 DEFAULT_BACKOFF = Backoff()
 
 
@@ -32,13 +25,17 @@ class Client:
     """An async client of one gateway. Use it as `async with Client(url) as client:` or call
     `aclose()` when done.
 
+    Like the `jobwire` command, it takes the gateway from `JOBWIRE_URL` and the key from
+    `JOBWIRE_API_KEY` when they are not given (else `DEFAULT_URL`, and no key); a URL that is
+    not http(s) raises `InvalidGatewayURL` here.
+
     `api_key` is sent as `Authorization: Bearer` on every request. Without one, a job's
     `watch_token` (given by the gateway at submit, or to `job()`) is sent to watch that job.
     """
 
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         api_key: str | None = None,
         *,
         timeout_s: float = 10.0,
@@ -46,8 +43,9 @@ class Client:
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         give_up_after_s: float | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or None
+        target = Target.resolve(base_url, api_key, os.environ)
+        self.base_url = target.url
+        self.api_key = target.api_key
         self.stream_options = StreamOptions(
             backoff=backoff, read_timeout_s=read_timeout_s, give_up_after_s=give_up_after_s
         )

@@ -7,16 +7,18 @@ client and works the same when the caller already runs an event loop (a notebook
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from jobwire.client.client import DEFAULT_URL, Client
+from jobwire.client.client import Client
 from jobwire.client.events import JobEvent
 from jobwire.client.job import Job
 from jobwire.client.stream import ConnectionListener
+from jobwire.client.target import Target
 
 __all__ = ["SyncClient", "SyncJob"]
 
@@ -60,11 +62,19 @@ async def _await(awaitable: Awaitable[T]) -> T:
 
 
 class SyncClient:
-    """`Client` for code without an event loop. Close it (or use `with`) when done."""
+    """`Client` for code without an event loop. Close it (or use `with`) when done.
 
-    def __init__(self, base_url: str = DEFAULT_URL, api_key: str | None = None, **options: Any):
+    The gateway and the key come from `JOBWIRE_URL` and `JOBWIRE_API_KEY` when not given, as
+    for `Client`.
+    """
+
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, **options: Any
+    ) -> None:
+        # Resolved here, so that a bad URL raises before a thread is started.
+        target = Target.resolve(base_url, api_key, os.environ)
         self._runner = _LoopThread()
-        self._client: Client = self._runner.run(_make_client(base_url, api_key, options))
+        self._client: Client = self._runner.run(_make_client(target.url, target.api_key, options))
 
     def __enter__(self) -> SyncClient:
         return self
