@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV, InvalidGatewayURL
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
@@ -67,21 +68,21 @@ def _watch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON event per line")
-    parser.add_argument(
-        "--url", help="the gateway (default: $JOBWIRE_URL, else http://127.0.0.1:8000)"
-    )
-    parser.add_argument("--api-key", help="API key (default: $JOBWIRE_API_KEY)")
+    parser.add_argument("--url", help=f"the gateway (default: ${URL_ENV}, else {DEFAULT_URL})")
+    parser.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
 
 
 def _run_submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from jobwire.client.commands import Target, submit
+    from jobwire.client.commands import submit
+    from jobwire.client.target import Target
 
     target = Target.resolve(args.url, args.api_key, environ)
     return submit(target, args.name, args.args, follow=args.watch, as_json=args.json)
 
 
 def _run_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from jobwire.client.commands import Target, watch
+    from jobwire.client.commands import watch
+    from jobwire.client.target import Target
 
     target = Target.resolve(args.url, args.api_key, environ)
     return watch(target, args.job_id, token=args.token, as_json=args.json)
@@ -124,13 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # Client code (httpx, rich) is imported only by the commands that use it.
-    from jobwire.client.commands import UsageError
+    from jobwire.client.commands import EXIT_USAGE, UsageError
 
     _, run, _ = CLIENT_COMMANDS[args.command]
     try:
         return run(args, os.environ)
     except UsageError as exc:
         parser.error(str(exc))
+    except InvalidGatewayURL as exc:
+        # One line: the URL may come from the environment, so the usage would not help.
+        parser.exit(EXIT_USAGE, f"jobwire: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -11,16 +11,16 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
 from typing import IO, Any
 
 from rich.console import Console
 
-from jobwire.client.client import DEFAULT_URL, Client
+from jobwire.client.client import Client
 from jobwire.client.console import JsonLines, LiveView, View
 from jobwire.client.errors import JobCancelled, JobFailed, JobwireError, RequestRejected
 from jobwire.client.job import Job
+from jobwire.client.target import API_KEY_ENV, URL_ENV, Target
 
 __all__ = [
     "API_KEY_ENV",
@@ -37,30 +37,12 @@ __all__ = [
 ]
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
-# The client's own settings: the gateway and the worker do not read them (their settings know
-# the names only so as not to warn about them).
-URL_ENV, API_KEY_ENV = "JOBWIRE_URL", "JOBWIRE_API_KEY"
 # Refusals that mean the command named a job or arguments the gateway does not take.
 _USAGE_STATUSES = frozenset({400, 413, 422})
 
 
 class UsageError(ValueError):
     """A command line that cannot be run as written."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Which gateway, and the key to use with it: flags first, then the environment."""
-
-    url: str
-    api_key: str | None
-
-    @classmethod
-    def resolve(cls, url: str | None, api_key: str | None, environ: Mapping[str, str]) -> Target:
-        return cls(
-            url=url or environ.get(URL_ENV) or DEFAULT_URL,
-            api_key=api_key or environ.get(API_KEY_ENV) or None,
-        )
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
