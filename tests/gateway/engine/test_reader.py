@@ -7,6 +7,7 @@ feed past its real events. A reader that fails anyway is restarted and catches u
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 
 from gateway.engine.entry import Entry
 from gateway.engine.feed import Feed
+from gateway.engine.reader import READY_WITHIN_S
 from shared.events import EventType, encode_event, make_event, now_ms
 from shared.keys import Keys
 from shared.publish import Publisher
@@ -213,3 +215,34 @@ async def _readiness(client: httpx.AsyncClient, status: int) -> dict[str, object
     response = await client.get("/readyz")
     body: dict[str, object] = response.json()
     return body if response.status_code == status else None
+
+
+async def test_readyz_answers_503_once_pubsub_is_down_for_longer_than_its_bound(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    for job_id in JOBS:
+        await _start_job(publisher, job_id)
+    watchers = await _watch_both_jobs(gateway, redis, keys)
+    (_, allowed), *_ = (await redis.config_get("maxclients")).items()
+    async with gateway.client() as client:
+        assert await _readiness(client, 200)  # the gateway's command connections are open
+        # Redis takes no new connection: the pub/sub one, dropped, cannot come back.
+        await redis.config_set("maxclients", 1)  # those connected stay connected
+        try:
+            await redis.client_kill_filter(_type="pubsub")
+            dropped_at = time.monotonic()
+            down = await wait_until(lambda: _readiness(client, 503), timeout=READY_WITHIN_S + 5)
+            down_after = time.monotonic() - dropped_at
+            await _publish(publisher, JOBS[0], 3)
+        finally:
+            await redis.config_set("maxclients", allowed)
+        await wait_until(lambda: _readiness(client, 200), message="/readyz 200 again")
+    for job_id in JOBS:
+        await _finish(publisher, job_id)
+
+    assert down == {"status": "unavailable", "redis": "pubsub unavailable", "workers": 0}
+    assert down_after >= READY_WITHIN_S, "a reconnect shorter than the bound is still ready"
+    await _assert_exact(watchers, redis, settings)
