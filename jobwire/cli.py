@@ -7,12 +7,17 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV, InvalidGatewayURL
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
-__all__ = ["CLIENT_COMMANDS", "COMMANDS", "main"]
+__all__ = ["CLIENT_COMMANDS", "COMMANDS", "DEFAULT_GIVE_UP_AFTER_S", "main"]
+
+# A watch gives up on a gateway silent this long: long enough to ride out a deploy or a dropped
+# network, short enough that a dead gateway or a wrong URL does not hold a terminal for good.
+DEFAULT_GIVE_UP_AFTER_S = 120.0
 
 
 def _up(settings: Settings) -> int:
@@ -70,6 +75,29 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON event per line")
     parser.add_argument("--url", help=f"the gateway (default: ${URL_ENV}, else {DEFAULT_URL})")
     parser.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
+    parser.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=DEFAULT_GIVE_UP_AFTER_S,
+        metavar="SECONDS",
+        help="while watching, give up (exit 1) when the gateway has not answered for this long"
+        f" (default: {DEFAULT_GIVE_UP_AFTER_S:g}; 0: never)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return seconds
+
+
+def _give_up_after_s(args: argparse.Namespace) -> float | None:
+    seconds: float = args.give_up_after
+    return seconds or None
 
 
 def _run_submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -77,7 +105,14 @@ def _run_submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from jobwire.client.target import Target
 
     target = Target.resolve(args.url, args.api_key, environ)
-    return submit(target, args.name, args.args, follow=args.watch, as_json=args.json)
+    return submit(
+        target,
+        args.name,
+        args.args,
+        follow=args.watch,
+        as_json=args.json,
+        give_up_after_s=_give_up_after_s(args),
+    )
 
 
 def _run_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -85,7 +120,13 @@ def _run_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from jobwire.client.target import Target
 
     target = Target.resolve(args.url, args.api_key, environ)
-    return watch(target, args.job_id, token=args.token, as_json=args.json)
+    return watch(
+        target,
+        args.job_id,
+        token=args.token,
+        as_json=args.json,
+        give_up_after_s=_give_up_after_s(args),
+    )
 
 
 ClientCommand = tuple[
@@ -104,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jobwire", description="Live, resumable progress for long-running jobs."
     )
+    parser.add_argument("--version", action="version", version=f"jobwire {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         commands.add_parser(name, help=help_text, description=help_text)
@@ -121,6 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     run, _ = COMMANDS[args.command]
     return run(settings)
+
+
+def _version() -> str:
+    """The installed distribution's version: the one place it is written is pyproject.toml."""
+    try:
+        return version("jobwire")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _run_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -18,9 +18,15 @@ from rich.console import Console
 
 from jobwire.client.client import Client
 from jobwire.client.console import JsonLines, LiveView, View
-from jobwire.client.errors import JobCancelled, JobFailed, JobwireError, RequestRejected
+from jobwire.client.errors import (
+    JobCancelled,
+    JobFailed,
+    JobwireError,
+    RequestRejected,
+    describe_detail,
+)
 from jobwire.client.job import Job
-from jobwire.client.target import API_KEY_ENV, URL_ENV, Target
+from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV, Target
 
 __all__ = [
     "API_KEY_ENV",
@@ -77,12 +83,15 @@ def submit(
     *,
     follow: bool,
     as_json: bool,
+    give_up_after_s: float | None,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
+    """`give_up_after_s`: how long a followed job's gateway may stay silent (None: forever)."""
     args = parse_assignments(assignments)
     out, err = out or sys.stdout, err or sys.stderr
-    return _run(_submit(target, name, args, follow, as_json, out, err), err)
+    command = _submit(target, give_up_after_s, name, args, follow, as_json, out, err)
+    return _run(command, err, key_given=target.api_key is not None, token_flag=False)
 
 
 def watch(
@@ -91,26 +100,39 @@ def watch(
     *,
     token: str | None,
     as_json: bool,
+    give_up_after_s: float | None,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
+    """`give_up_after_s`: how long the gateway may stay silent (None: forever)."""
     out, err = out or sys.stdout, err or sys.stderr
 
     async def run(out: IO[str], err: IO[str]) -> int:
-        async with Client(target.url, target.api_key) as client:
+        async with _client(target, give_up_after_s) as client:
             return await _follow(client.job(job_id, token), _view(as_json, out, err))
 
-    return _run(run(out, err), err)
+    given = target.api_key is not None or bool(token)
+    return _run(run(out, err), err, key_given=given, token_flag=True)
 
 
-def _run(command: Coroutine[Any, Any, int], err: IO[str]) -> int:
+def _client(target: Target, give_up_after_s: float | None) -> Client:
+    return Client(target.url, target.api_key, give_up_after_s=give_up_after_s)
+
+
+def _run(
+    command: Coroutine[Any, Any, int], err: IO[str], *, key_given: bool, token_flag: bool
+) -> int:
+    """Runs `command`, telling the user what went wrong in one line. For a 401, which flags
+    give credentials: `key_given`, whether any was sent; `token_flag`, whether `--token` is
+    one of them."""
     try:
         return asyncio.run(command)
     except KeyboardInterrupt:
         print("jobwire: interrupted; the job goes on running", file=err, flush=True)
         return EXIT_CANCELLED
     except RequestRejected as exc:
-        print(f"jobwire: {_refusal(exc)}", file=err, flush=True)
+        text = _unauthorized(exc, key_given, token_flag) if exc.status_code == 401 else None
+        print(f"jobwire: {text or _refusal(exc)}", file=err, flush=True)
         return EXIT_USAGE if exc.status_code in _USAGE_STATUSES else EXIT_FAILED
     except JobwireError as exc:
         print(f"jobwire: {exc}", file=err, flush=True)
@@ -123,6 +145,7 @@ def _run(command: Coroutine[Any, Any, int], err: IO[str]) -> int:
 
 async def _submit(
     target: Target,
+    give_up_after_s: float | None,
     name: str,
     args: dict[str, Any],
     follow: bool,
@@ -130,11 +153,13 @@ async def _submit(
     out: IO[str],
     err: IO[str],
 ) -> int:
-    async with Client(target.url, target.api_key) as client:
+    async with _client(target, give_up_after_s) as client:
         job = await client.submit(name, **args)
         if follow:
+            # First, so that a watch cut short (Ctrl-C) leaves the id to watch it again with.
+            print(f"jobwire: job {job.job_id}; {_watch_hint(job, target)}", file=err, flush=True)
             return await _follow(job, _view(as_json, out, err, job_name=name))
-        _print_submitted(job, as_json, out, err)
+        _print_submitted(job, target, as_json, out, err)
         return EXIT_COMPLETED
 
 
@@ -157,22 +182,34 @@ def _view(as_json: bool, out: IO[str], err: IO[str], job_name: str | None = None
     return LiveView(Console(file=out, highlight=False), job_name)
 
 
-def _print_submitted(job: Job, as_json: bool, out: IO[str], err: IO[str]) -> None:
+def _print_submitted(job: Job, target: Target, as_json: bool, out: IO[str], err: IO[str]) -> None:
     if as_json:
         answer = {"job_id": job.job_id, "watch_token": job.watch_token, "urls": job.urls}
         print(json.dumps(answer), file=out, flush=True)
         return
     print(job.job_id, file=out, flush=True)
+    print(f"jobwire: {_watch_hint(job, target)}", file=err, flush=True)
+
+
+def _watch_hint(job: Job, target: Target) -> str:
     token = f" --token {job.watch_token}" if job.watch_token else ""
-    print(f"jobwire: watch it with: jobwire watch {job.job_id}{token}", file=err, flush=True)
+    url = f" --url {target.url}" if target.url != DEFAULT_URL else ""
+    return f"watch it with: jobwire watch {job.job_id}{token}{url}"
 
 
 def _refusal(exc: RequestRejected) -> str:
     detail = exc.detail
     if isinstance(detail, dict) and "message" in detail:
-        known = detail.get("known")
-        hint = f" (known: {', '.join(map(str, known))})" if isinstance(known, list) else ""
-        return f"{detail['message']}{hint}"
-    if isinstance(detail, dict):
-        return f"{exc.code}: " + "; ".join(f"{k}: {v}" for k, v in detail.items())
-    return f"{exc.code}: {detail}"
+        return describe_detail(detail)
+    return f"{exc.code}: {describe_detail(detail)}"
+
+
+def _unauthorized(exc: RequestRejected, key_given: bool, token_flag: bool) -> str:
+    """A 401 in the command line's terms: the flag or variable that gives a key (the gateway's
+    own words name an HTTP header)."""
+    ways = f"--api-key KEY or {API_KEY_ENV}=KEY"
+    if token_flag:
+        ways += ", or the job's watch token with --token TOKEN"
+    if not key_given:
+        return f"the gateway wants an API key: give one with {ways}"
+    return f"{describe_detail(exc.detail)}: give a valid one with {ways}"

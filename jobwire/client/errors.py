@@ -17,6 +17,7 @@ __all__ = [
     "JobFailed",
     "JobwireError",
     "RequestRejected",
+    "describe_detail",
 ]
 
 
@@ -28,7 +29,7 @@ class RequestRejected(JobwireError):
     """The gateway refused the request (a 4xx answer): retrying it unchanged cannot help."""
 
     def __init__(self, status_code: int, code: str, detail: Any) -> None:
-        super().__init__(f"HTTP {status_code} {code}: {_short(detail)}")
+        super().__init__(f"HTTP {status_code} {code}: {_short(describe_detail(detail))}")
         self.status_code = status_code
         self.code = code
         self.detail = detail
@@ -66,6 +67,30 @@ class JobCancelled(JobwireError):
         super().__init__(f"job {event.job} cancelled: {self.reason}")
 
 
-def _short(detail: Any) -> str:
-    text = detail if isinstance(detail, str) else repr(detail)
+def describe_detail(detail: Any) -> str:
+    """An error's `detail` as a person reads it: its `message` first, then every other field as
+    `name: value`, lists as `a, b` (`none` when empty); never a Python repr."""
+    if isinstance(detail, dict):
+        fields = {str(name): value for name, value in detail.items()}
+        message = fields.pop("message", None)
+        rest = "; ".join(f"{name}: {_value_text(value)}" for name, value in fields.items())
+        if message is None:
+            return rest
+        return f"{_value_text(message)} ({rest})" if rest else _value_text(message)
+    return _value_text(detail)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return ", ".join(_value_text(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return f"{{{describe_detail(value)}}}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+def _short(text: str) -> str:
     return text if len(text) <= 300 else text[:297] + "..."

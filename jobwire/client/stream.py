@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -66,7 +66,9 @@ class StreamOptions:
     backoff: Backoff = field(default_factory=Backoff)
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     connect_timeout_s: float = 10.0
-    # None: keep trying for as long as the consumer waits (like a browser's EventSource).
+    # How long the gateway may stay silent (no answer, or none that is an event stream) before
+    # `GatewayUnreachable`. None: keep trying for as long as the consumer waits (like a
+    # browser's EventSource).
     give_up_after_s: float | None = None
 
 
@@ -98,6 +100,38 @@ class _Position:
         return True
 
 
+class _Silence:
+    """Since when nothing came from the gateway on an event stream, against the time allowed.
+
+    Counted from the last byte (a ping counts), not from the first failure: a gateway that
+    accepts connections and never answers would otherwise hold each attempt for a whole read
+    timeout and be given up on only after several of them.
+    """
+
+    def __init__(self, limit_s: float | None, url: str, job_id: str) -> None:
+        self._limit_s = limit_s
+        self._url, self._job_id = url, job_id
+        self._since = time.monotonic()
+
+    def heard(self) -> None:
+        self._since = time.monotonic()
+
+    def left_s(self) -> float | None:
+        """Seconds until giving up (None: never)."""
+        if self._limit_s is None:
+            return None
+        return self._limit_s - (time.monotonic() - self._since)
+
+    def check(self, reason: str) -> None:
+        """Raises `GatewayUnreachable` once the time allowed is over."""
+        left_s = self.left_s()
+        if left_s is not None and left_s <= 0:
+            raise GatewayUnreachable(
+                f"giving up: nothing from the gateway at {self._url} for {self._limit_s:g} s"
+                f" (job {self._job_id}; last: {reason})"
+            )
+
+
 async def stream_events(
     http: httpx.AsyncClient,
     job_id: str,
@@ -111,15 +145,16 @@ async def stream_events(
     """Every event of the job after `after` (from its first without it), each exactly once."""
     position = _Position(after)
     failures = 0
-    lost_since: float | None = None
+    silence = _Silence(options.give_up_after_s, str(http.base_url).rstrip("/"), job_id)
     timeout = httpx.Timeout(options.connect_timeout_s, read=options.read_timeout_s)
     while True:
         retry_after = None
         try:
             headers = _headers(position.last, credential)
-            async with http.stream("GET", path, headers=headers, timeout=timeout) as response:
+            async with _response(http, path, headers, timeout, silence.left_s()) as response:
                 if await _finished(response):
                     return
+                silence.heard()
                 if on_connection is not None:
                     on_connection(ConnectionState(connected=True))
                 parser = SSEParser()
@@ -127,15 +162,18 @@ async def stream_events(
                 chunks_of = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
                 async with aclosing(chunks_of) as chunks:
                     async for chunk in chunks:
+                        silence.heard()
                         for message in parser.feed(chunk):
                             event = parse_event(message, job_id)
                             if not position.take(event):
                                 continue
-                            failures, lost_since = 0, None
+                            failures = 0
                             yield event
                             if event.is_terminal:
                                 return
             reason = "the stream ended before the job did"
+        except TimeoutError:  # only _response's bound raises it; httpx raises its own
+            reason = "no response"
         except _Retry as exc:
             reason, retry_after = str(exc), exc.retry_after
         except httpx.UnsupportedProtocol:
@@ -143,16 +181,34 @@ async def stream_events(
         except (httpx.TransportError, InvalidEvent, EventStreamTooLarge) as exc:
             reason = describe(exc)
         failures += 1
-        lost_since = time.monotonic() if lost_since is None else lost_since
-        if (
-            options.give_up_after_s is not None
-            and time.monotonic() - lost_since > options.give_up_after_s
-        ):
-            raise GatewayUnreachable(f"no events from the gateway for job {job_id}: {reason}")
+        silence.check(reason)
         delay = options.backoff.delay(failures, retry_after)
+        left_s = silence.left_s()
+        if left_s is not None:
+            delay = min(delay, left_s)
         if on_connection is not None:
             on_connection(ConnectionState(False, reason, failures, delay))
         await asyncio.sleep(delay)
+        silence.check(reason)
+
+
+@asynccontextmanager
+async def _response(
+    http: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    answer_within_s: float | None,
+) -> AsyncIterator[httpx.Response]:
+    """The stream's response, its head awaited at most `answer_within_s` (None: as long as
+    httpx's timeouts allow); raises TimeoutError past that. The body is read without it."""
+    request = http.build_request("GET", path, headers=headers, timeout=timeout)
+    async with asyncio.timeout(answer_within_s):
+        response = await http.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()
 
 
 def _headers(position: StreamId | None, credential: str | None) -> dict[str, str]:

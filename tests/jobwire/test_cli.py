@@ -1,16 +1,17 @@
-"""The `jobwire` command's own surface: its help texts, and command lines it refuses in one
-line (a gateway URL without a scheme)."""
+"""The `jobwire` command's own surface: its version, its help texts, and command lines it
+refuses in one line (a gateway URL without a scheme, a bound that is not a number of seconds)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from jobwire.cli import main
+from jobwire.cli import DEFAULT_GIVE_UP_AFTER_S, main
 from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from tests.support import scaled
 
@@ -28,6 +29,13 @@ def _jobwire(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=scaled(20),
         check=False,
     )
+
+
+def test_version_is_the_installed_distributions() -> None:
+    done = _jobwire("--version")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"jobwire {version('jobwire')}\n"
 
 
 @pytest.mark.parametrize(
@@ -51,7 +59,7 @@ def test_a_gateway_url_without_a_scheme_is_a_one_line_usage_error(
 
 
 @pytest.mark.parametrize("command", ["submit", "watch"])
-def test_the_help_names_the_client_settings(
+def test_the_help_names_the_client_settings_and_the_bound_on_waiting(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -61,3 +69,16 @@ def test_the_help_names_the_client_settings(
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps its lines
     assert f"${URL_ENV}, else {DEFAULT_URL}" in help_text
     assert f"${API_KEY_ENV}" in help_text
+    assert "--give-up-after SECONDS" in help_text
+    assert f"(default: {DEFAULT_GIVE_UP_AFTER_S:g}; 0: never)" in help_text
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_a_bound_on_waiting_must_be_a_number_of_seconds(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["watch", "0123abcd", "--give-up-after", value])
+
+    assert exited.value.code == 2
+    assert f"not a number of seconds: {value!r}" in capsys.readouterr().err

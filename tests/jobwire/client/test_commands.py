@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from jobwire.client.commands import API_KEY_ENV, URL_ENV, parse_assignments
 from shared.catalog import advertise
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.auth_support import ALICE_KEY, with_auth
 from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import scaled, stream_ids, submit, wait_until
@@ -280,3 +282,87 @@ async def test_the_live_view_ends_with_the_full_bar_and_the_result(stack: Gatewa
     assert done.code == 0, done.err
     assert 'completed: {"counted":2}' in done.out
     assert re.search(r"^completed +demo\.countdown +━+ +100\.0% +2/2 ", done.out, re.MULTILINE)
+
+
+async def test_submit_watch_prints_the_job_id_first_so_ctrl_c_leaves_it(stack: Gateway) -> None:
+    args = ("submit", "demo.countdown", "seconds=30", "steps=30", "--watch", "--url", stack.url)
+    async with jobwire(*args) as process:
+        assert process.stderr is not None
+        async with asyncio.timeout(scaled(10)):
+            first = (await process.stderr.readline()).decode()
+        process.send_signal(signal.SIGINT)
+        done = await finish(process)
+
+    found = re.fullmatch(
+        r"jobwire: job ([0-9a-f]{32}); watch it with: jobwire watch (\S+) (.*)\n", first
+    )
+    assert found is not None, first
+    job_id = found[1]
+    assert found[2] == job_id
+    assert found[3] == f"--url {stack.url}"
+    assert done.code == 130, done.err
+    async with stack.client() as http:
+        assert (await http.get(f"/jobs/{job_id}")).json()["name"] == "demo.countdown"
+
+
+@pytest.fixture
+async def keyed_stack(
+    start_worker: RunWorker, start_gateway: StartGateway, settings: Settings
+) -> Gateway:
+    """A worker and a gateway that wants API keys (as `jobwire up` always starts one)."""
+    await start_worker()
+    return await start_gateway(with_auth(settings))
+
+
+async def test_a_missing_or_wrong_key_says_how_to_give_one(keyed_stack: Gateway) -> None:
+    url = keyed_stack.url
+    missing = await run("submit", "demo.countdown", "--url", url)
+    wrong = await run("submit", "demo.countdown", "--url", url, "--api-key", "x" * 24)
+    watch_missing = await run("watch", "0123abcd", "--url", url)
+    given = await run(
+        "submit", "demo.countdown", "seconds=0.05", "--url", url, JOBWIRE_API_KEY=ALICE_KEY
+    )
+
+    assert missing.code == wrong.code == watch_missing.code == 1
+    assert missing.err == (
+        "jobwire: the gateway wants an API key:"
+        " give one with --api-key KEY or JOBWIRE_API_KEY=KEY\n"
+    )
+    assert wrong.err == (
+        "jobwire: the API key is not valid:"
+        " give a valid one with --api-key KEY or JOBWIRE_API_KEY=KEY\n"
+    )
+    assert watch_missing.err.endswith(
+        "--api-key KEY or JOBWIRE_API_KEY=KEY, or the job's watch token with --token TOKEN\n"
+    )
+    assert given.code == 0, given.err
+
+
+async def test_refusal_details_are_printed_as_text_not_python_lists(stack: Gateway) -> None:
+    done = await run("submit", "demo.countdown", "nope=1", "--url", stack.url)
+
+    assert done.code == 2
+    assert done.err == (
+        "jobwire: invalid_args: unknown: nope; missing: none; params: seconds, steps\n"
+    )
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Takes the connection and the request, and says nothing, ever."""
+    try:
+        await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_watch_gives_up_on_a_gateway_that_never_answers() -> None:
+    server = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        done = await run("watch", "0123abcd", "--url", url, "--give-up-after", "1")
+
+    assert done.code == 1
+    assert done.err == (
+        f"jobwire: giving up: nothing from the gateway at {url} for 1 s"
+        " (job 0123abcd; last: no response)\n"
+    )
