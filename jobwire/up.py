@@ -12,6 +12,7 @@ JOBWIRE_TOKEN_SECRET it makes one, so watch tokens last as long as the run.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -27,7 +28,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from jobwire.client.target import API_KEY_ENV, DEFAULT_URL
+from shared.environ import env_name
 from shared.settings import Settings
 
 __all__ = ["StackError", "run_stack"]
@@ -46,6 +50,7 @@ def run_stack(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     settings, made_key = _with_dev_credentials(settings)
+    _check_port_free(settings.host, settings.port)
     with ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(_private_redis())
         env = {**os.environ, **settings.to_env(), "JOBWIRE_REDIS_URL": redis_url}
@@ -148,6 +153,25 @@ def _wait_for_port(port: int) -> None:
     raise StackError(f"redis-server did not listen on port {port}")
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuses a port something already listens on, before anything starts: the readiness
+    check would otherwise be answered by whatever holds the port (another stack, say), and the
+    banner printed for a gateway that then fails to bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: a port whose last connections are in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StackError(
+                    f"port {port} on {host} is already in use (another `jobwire up`?);"
+                    f" set {env_name('port')} to a free port"
+                ) from None
+            raise StackError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -159,14 +183,29 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
+def _redacted(url: str) -> str:
+    """`url` with its password, if any, replaced by `***` (in the user part or, as Redis URLs
+    allow, in a `password=` query parameter): fit to print."""
+    # Edited as text: a round trip through urlunsplit would rewrite `unix:///path` URLs.
+    head, mark, query = url.partition("?")
+    credentials, at, _ = urlsplit(head).netloc.rpartition("@")
+    if at and ":" in credentials:
+        head = head.replace(credentials + at, credentials.partition(":")[0] + ":***@", 1)
+    fields = query.split("&")
+    query = "&".join("password=***" if field.startswith("password=") else field for field in fields)
+    return head + mark + query
+
+
 def _banner(base_url: str, redis_url: str, settings: Settings, made_key: str | None) -> str:
     page = f"{base_url}/#key={made_key}" if made_key else f"{base_url}/"
     key, token = "", ""
     if settings.auth_enabled:
-        key = ' -H "Authorization: Bearer $JOBWIRE_API_KEY"'
+        key = f' -H "Authorization: Bearer ${API_KEY_ENV}"'
         token = ' -H "Authorization: Bearer WATCH_TOKEN"'
+    # The jobwire command's own default is DEFAULT_URL: any other address must be named.
+    url = "" if base_url == DEFAULT_URL else f" --url {base_url}"
     return f"""
-Jobwire is up: {page}   (the web page; events and state in {redis_url})
+Jobwire is up: {page}   (the web page; events and state in {_redacted(redis_url)})
 {_key_notice(settings, made_key)}
   Submit a job:
     curl -i -X POST {base_url}/jobs{key} -H 'Content-Type: application/json' \\
@@ -180,7 +219,7 @@ Jobwire is up: {page}   (the web page; events and state in {redis_url})
     curl -X DELETE {base_url}/jobs/JOB_ID{key}
     curl {base_url}/readyz
   The same from the command line:
-    jobwire submit demo.countdown seconds=10 --watch
+    jobwire submit demo.countdown seconds=10 --watch{url}
 
 Press Ctrl-C to stop everything.
 """
@@ -190,8 +229,8 @@ def _key_notice(settings: Settings, made_key: str | None) -> str:
     if not settings.auth_enabled:
         return "\n  Authentication is OFF (JOBWIRE_AUTH_DISABLED=true): anyone here may use it.\n"
     if made_key is None:
-        return "\n  API keys: JOBWIRE_API_KEYS (export JOBWIRE_API_KEY=<one of them>)\n"
+        return f"\n  API keys: JOBWIRE_API_KEYS (export {API_KEY_ENV}=<one of them>)\n"
     return f"""
   API key made for this run (set JOBWIRE_API_KEYS to choose your own):
-    export JOBWIRE_API_KEY={made_key}
+    export {API_KEY_ENV}={made_key}
 """

@@ -4,17 +4,21 @@ and Ctrl-C stops every process it started."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shlex
 import signal
 import sys
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from jobwire.cli import COMMANDS, main
-from tests.support import collect_events, free_port, port_open, scaled, submit
+from tests.support import RedisServer, collect_events, free_port, port_open, scaled, submit
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
 
@@ -78,3 +82,96 @@ def test_commands_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) ->
         main(["no-such-command"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _env(**jobwire: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
+    return env | {"JOBWIRE_LOG_LEVEL": "WARNING"} | jobwire
+
+
+@contextlib.asynccontextmanager
+async def _running(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`jobwire ARGS`, its stdout and stderr together; interrupted (like Ctrl-C) at the end if
+    it still runs."""
+    process = await asyncio.create_subprocess_exec(
+        str(JOBWIRE),
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(scaled(40)):
+            await process.wait()
+
+
+@pytest.mark.timeout(90)
+async def test_up_prints_commands_for_its_port_and_no_redis_password(
+    redis_server: RedisServer,
+) -> None:
+    port, password, tag = free_port(), "not-for-the-banner", f"t{uuid.uuid4().hex[:10]}"
+    # The session's redis-server has no password: its default user takes any.
+    redis_url = f"redis://default:{password}@127.0.0.1:{redis_server.port}/0"
+    env = _env(
+        JOBWIRE_PORT=str(port),
+        JOBWIRE_REDIS_URL=redis_url,
+        JOBWIRE_KEY_PREFIX=tag,
+        JOBWIRE_QUEUE_NAME=f"{tag}:queue",
+    )
+    async with _running("up", env=env) as up:
+        assert up.stdout is not None
+        banner = (await _read_until(up.stdout, b"Press Ctrl-C", scaled(60))).decode()
+        key = re.findall(r"export JOBWIRE_API_KEY=(\S+)", banner)[0]
+        command = next(line.strip() for line in banner.splitlines() if "jobwire submit" in line)
+        # The banner's command as a user pastes it, with the key exported as it says.
+        async with _running(*shlex.split(command)[1:], env=_env(JOBWIRE_API_KEY=key)) as client:
+            assert client.stdout is not None
+            async with asyncio.timeout(scaled(20)):
+                first = (await client.stdout.readline()).decode()
+        assert await client.wait() == 130
+        up.send_signal(signal.SIGINT)
+        async with asyncio.timeout(scaled(40)):
+            output = (await up.stdout.read()).decode()
+            assert await up.wait() == 0, output
+
+    assert password not in banner + output
+    assert f"events and state in redis://default:***@127.0.0.1:{redis_server.port}/0" in banner
+    assert set(re.findall(r"http://127\.0\.0\.1:(\d+)", banner)) == {str(port)}
+    assert command.endswith(f"--url http://127.0.0.1:{port}")
+    assert first.startswith("jobwire: job "), first  # submitted: the gateway took the key
+
+
+async def _answer_as_ready(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers any request as a ready gateway of another stack would."""
+    body = b'{"status":"ready","workers":1}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(60)
+async def test_up_on_a_busy_port_says_so_and_prints_no_banner() -> None:
+    server = await asyncio.start_server(_answer_as_ready, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, _running("up", env=_env(JOBWIRE_PORT=str(port))) as up:
+        assert up.stdout is not None
+        async with asyncio.timeout(scaled(30)):
+            output = (await up.stdout.read()).decode()
+            returncode = await up.wait()
+
+    assert returncode == 1
+    assert output == (
+        f"jobwire: port {port} on 127.0.0.1 is already in use (another `jobwire up`?);"
+        " set JOBWIRE_PORT to a free port\n"
+    )
