@@ -93,13 +93,16 @@ async def serve(settings: Settings, registries: Sequence[JobRegistry] | None = N
     loop = asyncio.get_running_loop()
     worker = create_worker(settings, registries)
 
-    def on_signal() -> None:
+    def on_signal(signum: signal.Signals) -> None:
         if stop.is_set():
             worker.cancel_running_jobs()
+        # Begins the stop with the signal's name in its log line; the stop that follows (the
+        # worker's task cancelled, then close()) finds it begun and names no signal of its own.
+        worker.handle_sig(signum)
         stop.set()
 
     for signum in _STOP_SIGNALS:
-        loop.add_signal_handler(signum, on_signal)
+        loop.add_signal_handler(signum, on_signal, signum)
     running = asyncio.create_task(worker.async_run())
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -122,3 +122,16 @@ async def test_a_second_sigterm_cuts_the_grace_short(
     assert stopped_after < 5, stopped_after
     assert types(events)[-1] == "retrying"
     assert events[-1]["data"]["reason"] == "worker shutting down"
+
+
+async def test_a_stop_on_sigterm_is_logged_as_sigterm(
+    processes: ProcessGroup, settings: Settings
+) -> None:
+    stopping = await processes.worker(settings)
+
+    stopping.signal(signal.SIGTERM)
+    exit_status = await stopping.wait(timeout=10)
+
+    assert exit_status == 0, processes.logs()
+    assert "stopping on SIGTERM: 0 running jobs" in stopping.log()
+    assert "SIGUSR1" not in stopping.log()
