@@ -4,11 +4,13 @@ name and arguments against the catalog the workers advertise."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from arq import ArqRedis
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.endpoints.errors import APIError
@@ -23,6 +25,15 @@ __all__ = ["Submission", "check_against_catalog", "read_submission"]
 # start jobs here, even on a `jobwire up` with auth disabled.
 _JSON = "application/json"
 _FIELDS = {"name", "args", "job_id"}
+# The args go to `enqueue_job` as keyword arguments, beside its own: an argument named like one
+# of them would be an option to arq (`_defer_by`, `_queue_name`...) or a TypeError after the job
+# was written down. arq marks its options with `_`, so every such name is refused, the ones to
+# come too; and arq calls each job function with `ctx` first.
+_ENQUEUE_PARAMETERS = inspect.signature(ArqRedis.enqueue_job).parameters.values()
+_RESERVED_ARGS = frozenset(
+    {"ctx"}
+    | {p.name for p in _ENQUEUE_PARAMETERS if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+)
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
@@ -91,6 +102,23 @@ def _check_content_type(content_type: str | None) -> None:
         )
 
 
+def _check_arg_names(args: dict[str, Any]) -> None:
+    """422 naming every argument the queue would take as its own, before anything is written."""
+    reserved = [name for name in sorted(args) if name.startswith("_") or name in _RESERVED_ARGS]
+    if reserved:
+        raise APIError(
+            422,
+            "invalid_args",
+            [{"loc": ["args", name], "msg": _why_reserved(name)} for name in reserved],
+        )
+
+
+def _why_reserved(name: str) -> str:
+    if name.startswith("_"):
+        return "names starting with '_' are reserved for the job queue's options"
+    return f"{name!r} is reserved by the job queue"
+
+
 async def _read_body(request: Request, max_bytes: int) -> bytes:
     too_large = APIError(413, "payload_too_large", f"the body must be at most {max_bytes} bytes")
     declared = request.headers.get("content-length", "")
@@ -123,6 +151,7 @@ def _parse(value: Any) -> Submission:
         raise APIError(400, "invalid_request", "'name' must be a non-empty string")
     if not isinstance(args, dict):
         raise APIError(400, "invalid_request", "'args' must be a JSON object")
+    _check_arg_names(args)
     if job_id is None:
         job_id = uuid.uuid4().hex
     elif not isinstance(job_id, str):

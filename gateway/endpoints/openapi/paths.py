@@ -54,7 +54,10 @@ _ERRORS = {
     409: _error("Conflicts with the job's state or id"),
     413: _error("The body is larger than JOBWIRE_MAX_BODY_BYTES"),
     415: _error("The body is not sent as `Content-Type: application/json`"),
-    422: _error("No job of that name, or arguments it does not take"),
+    422: _error(
+        "No job of that name, arguments it does not take, or argument names the queue keeps "
+        "for itself (`function`, `self`, `ctx`, any starting with `_`)"
+    ),
     429: _error(
         "A per-key limit (streams open, or submits per minute) is reached",
         headers={"Retry-After": header_ref("Retry-After")},

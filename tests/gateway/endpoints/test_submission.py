@@ -136,3 +136,62 @@ def test_jobwire_ups_curl_submit_sends_json() -> None:
 
     assert posts
     assert all("-H 'Content-Type: application/json'" in line for line in posts), posts
+
+
+# arq 0.28's `enqueue_job(function, *args, _job_id, _queue_name, _defer_until, _defer_by,
+# _expires, _job_try, **kwargs)`, a bound method (`self`), and the `ctx` arq passes every job.
+RESERVED = [
+    "_defer_by",
+    "_defer_until",
+    "_expires",
+    "_queue_name",
+    "_job_try",
+    "_job_id",
+    "function",
+    "self",
+    "ctx",
+    "_not_an_option_yet",
+]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+async def test_queue_options_passed_as_kwargs_are_refused_and_leave_no_orphan_job(
+    gateway: Gateway, redis: Redis, settings: Settings, name: str
+) -> None:
+    job_id = _job_id()
+    submission = {"name": WAITING_JOB, "job_id": job_id, "args": {name: 60, "fine": 1}}
+    async with gateway.client() as client:
+        response = await client.post("/jobs", json=submission)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_args"
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["args", name]
+    assert problem["msg"]
+    assert await _nothing_written(redis, settings, job_id)
+
+
+async def test_every_reserved_name_is_named_once(gateway: Gateway) -> None:
+    args = {"function": "x", "_expires": 1, "fine": 2, "_job_id": "y"}
+    async with gateway.client() as client:
+        response = await client.post("/jobs", json={"name": WAITING_JOB, "args": args})
+
+    assert response.status_code == 422
+    assert [problem["loc"] for problem in response.json()["detail"]] == [
+        ["args", "_expires"],
+        ["args", "_job_id"],
+        ["args", "function"],
+    ]
+
+
+async def test_a_job_whose_args_are_all_ordinary_is_queued_with_them(
+    gateway: Gateway, redis: Redis, settings: Settings
+) -> None:
+    args = {"defer_by": 1, "queue_name": "q", "functions": [], "x_": None}
+    async with gateway.client() as client:
+        response = await client.post("/jobs", json={"name": WAITING_JOB, "args": args})
+        state = await client.get(response.json()["status_url"])
+
+    assert response.status_code == 202, response.text
+    assert state.json()["args"] == args
+    assert await redis.zcard(settings.queue_name) == 1
