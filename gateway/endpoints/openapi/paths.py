@@ -59,7 +59,7 @@ _ERRORS = {
         "for itself (`function`, `self`, `ctx`, any starting with `_`)"
     ),
     429: _error(
-        "A per-key limit (streams open, or submits per minute) is reached",
+        "A per-key limit (streams open, stream requests or submits per minute) is reached",
         headers={"Retry-After": header_ref("Retry-After")},
     ),
     # gateway.processes.protocol enforces these (MAX_HEAD_BYTES, MAX_HEADERS); a layer above
