@@ -35,6 +35,9 @@ _RESERVED_ARGS = frozenset(
     | {p.name for p in _ENQUEUE_PARAMETERS if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 )
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# The ids an Idempotency-Key names. Reserved: key names are no secret (every watch token shows
+# its own), so a job id chosen with this prefix could take another key's idempotent id first.
+IDEMPOTENT_PREFIX = "idem-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ async def read_submission(request: Request, max_bytes: int, caller: str = "") ->
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and isinstance(value, dict):
         value = _with_idempotent_job_id(value, idempotency_key, caller)
+    elif isinstance(value, dict):
+        _refuse_reserved_job_id(value.get("job_id"))
     return _parse(value)
 
 
@@ -69,7 +74,17 @@ def _with_idempotent_job_id(value: dict[str, Any], key: str, caller: str) -> dic
     if "job_id" in value:
         raise APIError(400, "invalid_request", "give 'job_id' or Idempotency-Key, not both")
     digest = hashlib.sha256(f"{caller}\x00{key}".encode()).hexdigest()[:32]
-    return {**value, "job_id": f"idem-{digest}"}
+    return {**value, "job_id": f"{IDEMPOTENT_PREFIX}{digest}"}
+
+
+def _refuse_reserved_job_id(job_id: object) -> None:
+    if isinstance(job_id, str) and job_id.startswith(IDEMPOTENT_PREFIX):
+        raise APIError(
+            400,
+            "invalid_job_id",
+            f"job ids starting with {IDEMPOTENT_PREFIX!r} are reserved for submits with an "
+            "Idempotency-Key: choose another id, or send the Idempotency-Key header",
+        )
 
 
 def check_against_catalog(submission: Submission, catalog: dict[str, JobSpec]) -> None:

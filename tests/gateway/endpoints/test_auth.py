@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from hashlib import sha256
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.redaction import redact_target
+from gateway.endpoints.submission import IDEMPOTENT_PREFIX
 from gateway.endpoints.tokens import Access, WatchGrant
 from shared.apikeys import unnamed_key_id
 from shared.settings import Settings, SettingsError, parse_api_keys
@@ -150,6 +152,35 @@ async def test_the_same_explicit_job_id_from_another_key_is_taken(gateway: Gatew
     assert other.status_code == 409
     assert other.json()["error"] == "job_id_taken"
     assert "watch_token" not in other.text
+
+
+async def test_a_key_cannot_take_another_keys_idempotent_job_id(gateway: Gateway) -> None:
+    """Key names are in every watch token, so the id alice's Idempotency-Key names is
+    computable by bob; taking it first would make her submit a 409."""
+    idempotent = {"Idempotency-Key": f"order-{uuid.uuid4().hex}"}
+    alices_id = _idempotent_job_id("alice", idempotent["Idempotency-Key"])
+    async with gateway.client() as client:
+        taken = await client.post(
+            "/jobs", json={"name": "test.wait", "job_id": alices_id}, headers=bearer(BOB_KEY)
+        )
+        prefixed = await client.post(
+            "/jobs", json={"name": "test.wait", "job_id": "idem-mine"}, headers=bearer(BOB_KEY)
+        )
+        alices = await client.post(
+            "/jobs", json={"name": "test.wait"}, headers=bearer(ALICE_KEY) | idempotent
+        )
+
+    for refused in (taken, prefixed):
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "invalid_job_id"
+        assert "reserved" in refused.json()["detail"]
+    assert alices.status_code == 202, alices.text
+    assert alices.json()["job_id"] == alices_id
+
+
+def _idempotent_job_id(key_name: str, idempotency_key: str) -> str:
+    digest = sha256(f"{key_name}\x00{idempotency_key}".encode()).hexdigest()[:32]
+    return f"{IDEMPOTENT_PREFIX}{digest}"
 
 
 async def test_idempotency_keys_are_scoped_per_api_key(gateway: Gateway) -> None:
