@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/jobs/{job_id}", jobs.status, methods=["GET"]),
         Route("/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
         Route("/jobs/{job_id}/events", stream.events, methods=["GET"]),
+        Route("/jobs/{job_id}/tokens", jobs.revoke_tokens, methods=["DELETE"]),
         Route("/events", multistream.events, methods=["GET"], name="multi_events"),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),

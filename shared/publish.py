@@ -3,7 +3,12 @@
 In one step it appends the event to the job's stream (trimmed with MAXLEN ~), updates the state
 hash, announces `<id> <event json>` on the job's live channel and, for a terminal event, sets
 both keys to expire after the retention period. Nothing is appended after a terminal event, so
-a stream always ends at its first terminal event, whoever raced to write it.
+a stream always ends at its first terminal event, whoever raced to write it. Creating a job
+also writes its owner and a new incarnation into the state hash, in the same step.
+
+Revoking a job's watch tokens is a second script: it counts one more token generation in the
+state hash and announces `revoked <generation>` on the live channel, so every gateway ends the
+streams those tokens opened.
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ from redis.asyncio import Redis
 from shared.events import Event, EventType, encode_event
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.state import TERMINAL_STATUSES, JobStatus, state_changes
+from shared.state import (
+    INCARNATION,
+    OWNER,
+    TERMINAL_STATUSES,
+    TOKEN_GENERATION,
+    JobStatus,
+    new_incarnation,
+    state_changes,
+)
 from shared.streamid import StreamId
 
-__all__ = ["PUBLISH_SCRIPT", "PublishResult", "Publisher"]
+__all__ = ["PUBLISH_SCRIPT", "REVOKED_NOTICE", "REVOKE_SCRIPT", "PublishResult", "Publisher"]
 
 # A job that never finishes (its worker and queue lost) must not stay in Redis forever; every
 # event refreshes this longer lifetime, and a terminal event shortens it to the retention.
@@ -61,12 +74,31 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {1, id}
 """).substitute(ended=_ENDED)
 
+# What the live channel carries when a job's watch tokens are revoked, in place of a stream id.
+REVOKED_NOTICE = b"revoked"
+
+# KEYS: the state hash. ARGV: the live channel, the owner who asks ('' when auth is off).
+# Nothing for a job that does not exist (an expiring one is not brought back) or is another's.
+REVOKE_SCRIPT = Template("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], $owner) ~= ARGV[2] then return false end
+local generation = redis.call('HINCRBY', KEYS[1], $generation, 1)
+redis.call('PUBLISH', ARGV[1], $notice .. ' ' .. generation)
+return generation
+""").substitute(
+    owner=_lua_string(OWNER),
+    generation=_lua_string(TOKEN_GENERATION),
+    notice=_lua_string(REVOKED_NOTICE.decode()),
+)
+
 
 class PublishResult(NamedTuple):
-    """`id` of the stored event, or None and the `status` that refused it."""
+    """`id` of the stored event, or None and the `status` that refused it; `incarnation` of
+    the job a create made."""
 
     id: StreamId | None
     status: str | None
+    incarnation: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -79,9 +111,13 @@ class Publisher:
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
         self._script = redis.register_script(PUBLISH_SCRIPT)
+        self._revoke = redis.register_script(REVOKE_SCRIPT)
 
-    async def publish(self, event: Event, *, create: bool = False) -> PublishResult:
-        """Append `event`; with `create`, only if the job does not exist yet.
+    async def publish(
+        self, event: Event, *, create: bool = False, owner: str = ""
+    ) -> PublishResult:
+        """Append `event`; with `create`, only if the job does not exist yet, and then as a
+        new incarnation of the job, owned by `owner` (the API key's id; "": none).
 
         Refused (id None) when the job already ended, or with `create` when it exists.
         """
@@ -97,11 +133,26 @@ class Publisher:
             event["type"],
             event["ts"],
         ]
-        for field, value in state_changes(event).items():
+        changes = state_changes(event)
+        incarnation = None
+        if create:
+            incarnation = new_incarnation()
+            changes[INCARNATION] = incarnation
+            if owner:
+                changes[OWNER] = owner
+        for field, value in changes.items():
             args += [field, value]
         accepted, value = await self._script(
             keys=[self._keys.events(job_id), self._keys.state(job_id)], args=args
         )
         if accepted:
-            return PublishResult(StreamId.parse(value), None)
+            return PublishResult(StreamId.parse(value), None, incarnation)
         return PublishResult(None, value.decode() if isinstance(value, bytes) else str(value))
+
+    async def revoke_tokens(self, job_id: str, owner: str = "") -> int | None:
+        """Refuse every watch token issued for the job so far: its new token generation, or
+        None when there is no such job (of `owner`'s, unless `owner` is "")."""
+        generation = await self._revoke(
+            keys=[self._keys.state(job_id)], args=[self._keys.live(job_id), owner]
+        )
+        return None if generation is None else int(generation)

@@ -6,8 +6,9 @@ snapshot and the stream never disagree.
 
 from __future__ import annotations
 
+import secrets
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -15,10 +16,16 @@ from shared.events import Event, EventType
 
 __all__ = [
     "CANCEL_REQUESTED",
+    "INCARNATION",
+    "OWNER",
     "STALLED_AFTER_HEARTBEATS",
     "JobStatus",
     "TERMINAL_STATUSES",
+    "TOKEN_GENERATION",
+    "TokenBinding",
+    "binding_of",
     "is_stalled",
+    "new_incarnation",
     "status_after",
     "snapshot",
     "state_changes",
@@ -31,6 +38,15 @@ STALLED_AFTER_HEARTBEATS = 3
 # Set by the gateway before it asks arq to abort a job: tells the worker's lifecycle that a
 # CancelledError is a cancellation, not the worker shutting down.
 CANCEL_REQUESTED = "cancel_requested_at"
+
+# Who may watch a job: the id of the API key that submitted it; a random id of this job, so
+# a job created later under the same id is another job; and a count of the revocations of
+# its watch tokens. A watch token carries all three and opens the job only while they match.
+OWNER = "owner"
+INCARNATION = "incarnation"
+TOKEN_GENERATION = "token_generation"
+# Written for the gateway's checks, not part of what clients read as the job's state.
+_ACCESS_FIELDS = frozenset({INCARNATION.encode(), TOKEN_GENERATION.encode()})
 
 
 class JobStatus(StrEnum):
@@ -91,10 +107,35 @@ def state_changes(event: Event) -> dict[str, str]:
     return changes
 
 
+class TokenBinding(NamedTuple):
+    """What a watch token must match to open a job: the key that submitted it (None: no
+    owner recorded), this incarnation of the job, and its current token generation."""
+
+    owner: str | None
+    incarnation: str
+    generation: int
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(8)
+
+
+def binding_of(fields: dict[bytes, bytes]) -> TokenBinding:
+    """The binding a job's raw state hash records (a job from before incarnations: "")."""
+    owner = fields.get(OWNER.encode())
+    return TokenBinding(
+        None if owner is None else owner.decode(),
+        fields.get(INCARNATION.encode(), b"").decode(),
+        int(fields.get(TOKEN_GENERATION.encode(), 0)),
+    )
+
+
 def snapshot(job_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     """The JSON-able snapshot of a job from its raw state hash."""
     state: dict[str, Any] = {"job_id": job_id}
     for raw_key, raw_value in fields.items():
+        if raw_key in _ACCESS_FIELDS:
+            continue
         key = raw_key.decode()
         if key in _JSON_FIELDS:
             state[key] = orjson.loads(raw_value)

@@ -5,19 +5,23 @@
   that does not exist, so no answer tells anyone which jobs exist.
 - A watch token (`gateway.endpoints.tokens`), returned at submit, opens one job's events and
   state. EventSource cannot send headers, so it is also taken from `?token=` (and kept out of
-  the access log: `gateway.endpoints.redaction`).
+  the access log: `gateway.endpoints.redaction`). Its signature and expiry are checked here;
+  whether it opens the job as the job is now (the same owner, the same incarnation, no
+  revocation since) is checked where the job's state is read (`Viewer.check_tokens`), or
+  against what the hub remembers of the job when its ring vouches for the position.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection
 
 from gateway.endpoints.errors import APIError
-from gateway.endpoints.tokens import Access, unauthorized
+from gateway.endpoints.tokens import Access, WatchGrant, unauthorized
+from shared.state import OWNER, TokenBinding
 
 __all__ = [
     "OWNER",
@@ -28,8 +32,6 @@ __all__ = [
     "require_viewer",
 ]
 
-# The state-hash field naming the key that submitted the job.
-OWNER = "owner"
 MAX_CREDENTIAL_CHARS = 1_024
 MAX_TOKENS = 100
 
@@ -48,15 +50,21 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who reads a job's state or events.
-
-    `counted_keys`: the keys an open stream counts against — the API key, or the keys that
-    issued the tokens. `api_key_id`: the API key used, which must own the jobs; None for
-    token holders (a token already names its job) and when auth is disabled.
+    """Who reads a job's state or events: an API key, which must own the jobs; or watch
+    tokens, one for each job (`grants`), each of which must match its job's binding; or,
+    with auth disabled, anyone (neither).
     """
 
-    counted_keys: frozenset[str]
     api_key_id: str | None = None
+    grants: Mapping[str, WatchGrant] = field(default_factory=dict)
+
+    @property
+    def counted_keys(self) -> frozenset[str]:
+        """The keys an open stream counts against: the API key, or the keys that issued the
+        tokens."""
+        if self.api_key_id is not None:
+            return frozenset({self.api_key_id})
+        return frozenset(grant.key_id for grant in self.grants.values())
 
     @property
     def reads_owner(self) -> bool:
@@ -64,11 +72,40 @@ class Viewer:
         return self.api_key_id is not None
 
     def may_see(self, owner: str | None) -> bool:
-        """Whether a job whose state names `owner` (None: no such field) is this viewer's."""
+        """Whether a job whose state names `owner` (None: no such field) is this API key's;
+        a token's job is checked with `trusts` and `check_tokens`."""
         return self.api_key_id is None or owner == self.api_key_id
 
     def owns(self, state: Mapping[str, Any]) -> bool:
         return self.may_see(state.get(OWNER))
+
+    def token_generation(self, job_id: str) -> int | None:
+        """The token generation of the token given for the job; None: no token."""
+        grant = self.grants.get(job_id)
+        return None if grant is None else grant.generation
+
+    def trusts(self, job_id: str, binding: TokenBinding | None) -> bool:
+        """Whether the token given for the job, if any, opens the job `binding` describes
+        (None: not known)."""
+        grant = self.grants.get(job_id)
+        return grant is None or grant.binding == binding
+
+    def check_tokens(self, bindings: Mapping[str, TokenBinding]) -> None:
+        """Refuses the tokens that do not open their jobs as `bindings` says they are now:
+        401 for a revoked one; 403, exactly as for a token of another job, for a token of
+        another key's job or of an earlier job under the same id."""
+        refused = {
+            job: binding for job, binding in bindings.items() if not self.trusts(job, binding)
+        }
+        foreign = [job for job, binding in refused.items() if not self._revoked(job, binding)]
+        if foreign:
+            raise _not_covered(foreign)
+        if refused:
+            raise unauthorized("the watch token was revoked")
+
+    def _revoked(self, job_id: str, binding: TokenBinding) -> bool:
+        grant = self.grants[job_id]
+        return grant.binding[:2] == binding[:2] and grant.generation < binding.generation
 
 
 def access(connection: HTTPConnection) -> Access:
@@ -96,7 +133,7 @@ def require_viewer(connection: HTTPConnection, job_ids: Sequence[str]) -> Viewer
     401 without valid credentials, 403 when the tokens leave a job out."""
     gate = access(connection)
     if not gate.enabled:
-        return Viewer(frozenset())
+        return Viewer()
     credential = _bearer(connection)
     tokens = connection.query_params.getlist("token")
     if credential is None and not tokens:
@@ -108,7 +145,7 @@ def require_viewer(connection: HTTPConnection, job_ids: Sequence[str]) -> Viewer
     if credential is not None:
         key_id = gate.key_id(credential)
         if key_id is not None:
-            return Viewer(frozenset({key_id}), api_key_id=key_id)
+            return Viewer(api_key_id=key_id)
         if not gate.looks_like_token(credential):
             raise unauthorized("the API key is not valid")
         tokens = [credential, *tokens]
@@ -118,18 +155,27 @@ def require_viewer(connection: HTTPConnection, job_ids: Sequence[str]) -> Viewer
 def _token_viewer(gate: Access, tokens: list[str], job_ids: Sequence[str]) -> Viewer:
     if len(tokens) > MAX_TOKENS:
         raise APIError(400, "invalid_request", f"at most {MAX_TOKENS} watch tokens")
-    issuers: dict[str, str] = {}
+    grants: dict[str, WatchGrant] = {}
     for token in tokens:
         grant = gate.verify(token)
-        issuers.setdefault(grant.job_id, grant.key_id)
-    uncovered = [job_id for job_id in job_ids if job_id not in issuers]
+        known = grants.get(grant.job_id)
+        # Two tokens for one job: the later generation, then the later expiry.
+        if known is None or _newer(grant) > _newer(known):
+            grants[grant.job_id] = grant
+    uncovered = [job_id for job_id in job_ids if job_id not in grants]
     if uncovered:
-        raise APIError(
-            403,
-            "forbidden",
-            {"message": "no watch token given is for these jobs", "jobs": uncovered},
-        )
-    return Viewer(frozenset(issuers[job_id] for job_id in job_ids))
+        raise _not_covered(uncovered)
+    return Viewer(grants={job_id: grants[job_id] for job_id in job_ids})
+
+
+def _newer(grant: WatchGrant) -> tuple[int, int]:
+    return grant.generation, grant.expires_at
+
+
+def _not_covered(job_ids: list[str]) -> APIError:
+    return APIError(
+        403, "forbidden", {"message": "no watch token given is for these jobs", "jobs": job_ids}
+    )
 
 
 def _bearer(connection: HTTPConnection) -> str | None:

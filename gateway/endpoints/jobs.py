@@ -1,18 +1,25 @@
-"""The REST side of a job: submit, read its state, cancel it.
+"""The REST side of a job: submit, read its state, cancel it, revoke its watch tokens.
 
 Each needs an API key (`gateway.endpoints.auth`); reading the state takes the job's watch token too.
 A job belongs to the key that submitted it: another key gets 404, as for no job at all.
+
+The same submit again (same id, name, args and key) answers 200 with a fresh watch token for
+the job as it is now (its current token generation), which expires no later than the job's
+state does: a token of a finished job lasts at most `JOBWIRE_RETENTION_S`.
 """
 
 from __future__ import annotations
 
+import time
+from typing import NamedTuple
+
 import orjson
 from arq.constants import abort_jobs_ss
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from gateway.endpoints.auth import OWNER, Caller, access, require_api_key, require_viewer
+from gateway.endpoints.auth import Caller, access, require_api_key, require_viewer
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.limits import limits
 from gateway.endpoints.lookup import job_not_found, load_snapshot, path_job_id
@@ -22,9 +29,20 @@ from gateway.endpoints.submission import Submission, check_against_catalog, read
 from gateway.engine.resume import Resume
 from shared.catalog import load_catalog
 from shared.events import EventType, make_event, now_ms
-from shared.state import CANCEL_REQUESTED, TERMINAL_STATUSES, JobStatus, is_stalled
+from shared.state import (
+    CANCEL_REQUESTED,
+    INCARNATION,
+    OWNER,
+    TERMINAL_STATUSES,
+    TOKEN_GENERATION,
+    JobStatus,
+    TokenBinding,
+    binding_of,
+    is_stalled,
+    snapshot,
+)
 
-__all__ = ["cancel", "status", "submit"]
+__all__ = ["cancel", "revoke_tokens", "status", "submit"]
 
 # Statuses in which the job sits in arq's queue rather than running: arq drops an aborted
 # queued job without calling it, so the gateway writes `cancelled` itself.
@@ -38,12 +56,15 @@ async def submit(request: Request) -> ASGIApp:
     caller = require_api_key(request)
     if not _wants_stream(request):
         limits(request).take_submit(caller.key_id)
-        return await _queue(request, svc, caller, await _read(request, svc, caller))
+        submission = await _read(request, svc, caller)
+        return _accepted(request, submission.job_id, await _queue(svc, caller, submission))
     with limits(request).stream_slot(caller.counted_keys) as slot:
         limits(request).take_submit(caller.key_id)
         submission = await _read(request, svc, caller)
-        await _queue(request, svc, caller, submission)
-        resume = Resume(submission.job_id, after=None, reset=None, finished=False)
+        queued = await _queue(svc, caller, submission)
+        resume = Resume(
+            submission.job_id, after=None, reset=None, finished=False, binding=queued.binding
+        )
         return slot.guard(event_stream(svc, [resume]))
 
 
@@ -54,26 +75,31 @@ async def _read(request: Request, svc: Services, caller: Caller) -> Submission:
     return submission
 
 
-async def _queue(
-    request: Request, svc: Services, caller: Caller, submission: Submission
-) -> JSONResponse:
+class _Queued(NamedTuple):
+    """A submitted job: queued now (202), or the same job again (200)."""
+
+    status: str
+    code: int
+    binding: TokenBinding  # what a watch token for it is bound to
+    not_after: float | None = None  # unix s: when its state expires, for a job that exists
+
+
+async def _queue(svc: Services, caller: Caller, submission: Submission) -> _Queued:
     queued = make_event(
         EventType.QUEUED,
         submission.job_id,
         attempt=0,
         data={"name": submission.name, "args": submission.args},
     )
-    result = await svc.publisher.publish(queued, create=True)
+    # The owner is written with the job: it is never anybody else's, not for an instant.
+    result = await svc.publisher.publish(queued, create=True, owner=caller.key_id)
     if not result.accepted:
-        await _check_same_job(svc, submission, caller)
-        return _accepted(request, submission.job_id, result.status or "queued", 200, caller)
-    if caller.key_id:
-        # Before the job can run; until this is written the job is nobody's (404 to all).
-        await svc.redis.hset(svc.keys.state(submission.job_id), OWNER, caller.key_id)  # type: ignore[misc]
+        return await _same_job(svc, submission, caller, result.status or "queued")
     job = await svc.queue.enqueue_job(submission.name, _job_id=submission.job_id, **submission.args)
     if job is None:
         await _refuse_duplicate(svc, submission.job_id)
-    return _accepted(request, submission.job_id, JobStatus.QUEUED.value, 202, caller)
+    binding = TokenBinding(caller.key_id or None, result.incarnation or "", 0)
+    return _Queued(JobStatus.QUEUED.value, 202, binding)
 
 
 async def status(request: Request) -> JSONResponse:
@@ -81,9 +107,12 @@ async def status(request: Request) -> JSONResponse:
     svc = services(request)
     job_id = path_job_id(request)
     viewer = require_viewer(request, [job_id])
-    state = await load_snapshot(svc, job_id)
-    if state is None or not viewer.owns(state):
+    fields: dict[bytes, bytes] = await svc.redis.hgetall(svc.keys.state(job_id))  # type: ignore[misc]
+    if fields:
+        viewer.check_tokens({job_id: binding_of(fields)})
+    if not fields or not viewer.may_see(binding_of(fields).owner):
         raise job_not_found(job_id)
+    state = snapshot(job_id, fields)
     heartbeat_s = svc.settings.heartbeat_s
     state["stalled"] = is_stalled(state["status"], state["updated_at"], heartbeat_s, now_ms())
     return JSONResponse(state)
@@ -110,13 +139,40 @@ async def cancel(request: Request) -> JSONResponse:
     return JSONResponse({"job_id": job_id, "status": "cancelling"}, 202)
 
 
-async def _check_same_job(svc: Services, submission: Submission, caller: Caller) -> None:
-    fields = [b"name", b"args", OWNER.encode()]
-    name, args, owner = await svc.redis.hmget(svc.keys.state(submission.job_id), fields)  # type: ignore[misc]
-    same_owner = not caller.key_id or owner == caller.key_id.encode()
+async def revoke_tokens(request: Request) -> Response:
+    """Refuse every watch token issued for the job so far (API key of its submitter): 204.
+    Streams they opened end, on every gateway; a token issued later works."""
+    svc = services(request)
+    job_id = path_job_id(request)
+    caller = require_api_key(request)
+    if await svc.publisher.revoke_tokens(job_id, caller.key_id) is None:
+        raise job_not_found(job_id)
+    return Response(status_code=204)
+
+
+_SAME_JOB_FIELDS = ("name", "args", OWNER, INCARNATION, TOKEN_GENERATION)
+
+
+async def _same_job(
+    svc: Services, submission: Submission, caller: Caller, job_status: str
+) -> _Queued:
+    """The job already under this id, if it is this submission's; else 409."""
+    key = svc.keys.state(submission.job_id)
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(key, list(_SAME_JOB_FIELDS))
+        pipe.pttl(key)
+        values, ttl_ms = await pipe.execute()
+    fields = {
+        name.encode(): value
+        for name, value in zip(_SAME_JOB_FIELDS, values, strict=True)
+        if value is not None
+    }
+    binding = binding_of(fields)
+    name, args = fields.get(b"name"), fields.get(b"args")
     if (
         name is None
-        or not same_owner
+        or args is None
+        or (caller.key_id and binding.owner != caller.key_id)
         or name.decode() != submission.name
         or orjson.loads(args) != submission.args
     ):
@@ -126,6 +182,8 @@ async def _check_same_job(svc: Services, submission: Submission, caller: Caller)
             "job_id_taken",
             f"job {submission.job_id} exists with a different name, args or API key",
         )
+    not_after = time.time() + ttl_ms / 1000 if ttl_ms >= 0 else None
+    return _Queued(job_status, 200, binding, not_after)
 
 
 async def _refuse_duplicate(svc: Services, job_id: str) -> None:
@@ -146,20 +204,18 @@ async def _abort_in_queue(svc: Services, job_id: str) -> None:
     await svc.queue.zadd(abort_jobs_ss, {job_id: now_ms()})
 
 
-def _accepted(
-    request: Request, job_id: str, job_status: str, code: int, caller: Caller
-) -> JSONResponse:
+def _accepted(request: Request, job_id: str, queued: _Queued) -> JSONResponse:
     status_url = str(request.url_for("status", job_id=job_id))
     body = {
         "job_id": job_id,
-        "status": job_status,
+        "status": queued.status,
         "status_url": status_url,
         "events_url": str(request.url_for("events", job_id=job_id)),
         # Opens this job's events (and state) without the API key: for a browser's
         # EventSource (`?token=`) or whoever is handed the job. None when auth is disabled.
-        "watch_token": access(request).issue(job_id, caller.key_id),
+        "watch_token": access(request).issue(job_id, queued.binding, not_after=queued.not_after),
     }
-    return JSONResponse(body, code, headers={"Location": status_url})
+    return JSONResponse(body, queued.code, headers={"Location": status_url})
 
 
 def _wants_stream(request: Request) -> bool:

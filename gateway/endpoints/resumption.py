@@ -1,14 +1,17 @@
 """Where each job of an event stream resumes: one routine for `GET /jobs/{id}/events` (a list
 of one job) and `GET /events` (several).
 
-1. The hub's ring first (`Hub.vouch`): a position the ring holds needs no Redis read.
+1. The hub's ring first (`Hub.vouch`): a position the ring holds needs no Redis read. For a
+   watch token the feed must also know who may watch the job, and the token must match it
+   (`Viewer.trusts`); else the job is read from Redis like any other.
 2. Everything else in ONE pipelined round trip, however many jobs: for each job the ring could
    not vouch for, its state hash and the stream's word on the position (`XRANGE key P P`, or
    `XINFO STREAM` without a position); for each job it did vouch for, its `owner` field when
-   the viewer is an API key. A watch token already names its job, so a token resume the ring
-   vouches for reads nothing from Redis.
+   the viewer is an API key. So a token resume the ring vouches for reads nothing from Redis.
 3. Ownership is checked one way for every job (`Viewer.may_see` on the `owner` field): another
-   key's job is unknown, exactly like a job that does not exist.
+   key's job is unknown, exactly like a job that does not exist. A watch token read against the
+   job's state must match its owner, incarnation and token generation
+   (`Viewer.check_tokens`: 403 as for another job's token, 401 when revoked).
 
 The resume rules (`docs/architecture.md`): resuming is exact only from an id the stream still
 holds. Any other position — trimmed away, of another job, invented, beyond the last event —
@@ -20,17 +23,17 @@ reason `history_trimmed`. A position at the terminal event is finished: nothing 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from gateway.endpoints.auth import OWNER, Viewer
+from gateway.endpoints.auth import Viewer
 from gateway.endpoints.services import Services
 from gateway.engine.hub import Hub
 from gateway.engine.resume import Resume
-from shared.state import TERMINAL_STATUSES, JobStatus, snapshot
+from shared.state import OWNER, TERMINAL_STATUSES, JobStatus, TokenBinding, binding_of, snapshot
 from shared.streamid import StreamId
 
 __all__ = ["UnknownJobs", "resume_points"]
@@ -55,6 +58,10 @@ class _Stored:
     # trimmed.
     vouched: bool
 
+    @property
+    def binding(self) -> TokenBinding | None:
+        return binding_of(self.fields) if self.fields else None
+
 
 @dataclass(frozen=True, slots=True)
 class _Reads:
@@ -66,24 +73,31 @@ class _Reads:
 
 async def resume_points(svc: Services, viewer: Viewer, positions: Positions) -> list[Resume]:
     """Where each job of `positions` (job id: the client's position in it) resumes, in that
-    order. Raises UnknownJobs, naming them in that order, when any is not the viewer's."""
-    from_ring = _vouched_by_ring(svc.hub, positions)
+    order. Raises UnknownJobs, naming them in that order, when any is not the viewer's, and
+    APIError when a watch token does not open its job as it is now."""
+    from_ring = _vouched_by_ring(svc.hub, viewer, positions)
     unread = {job: position for job, position in positions.items() if job not in from_ring}
     reads = await _read(svc, unread, list(from_ring) if viewer.reads_owner else [])
+    viewer.check_tokens(
+        {job_id: s.binding for job_id, s in reads.stored.items() if s.binding is not None}
+    )
     unknown = [job_id for job_id in positions if not _visible(job_id, viewer, reads)]
     if unknown:
         raise UnknownJobs(unknown)
     return [
-        from_ring.get(job_id) or _resume(job_id, position, reads.stored[job_id])
+        replace(
+            from_ring.get(job_id) or _resume(job_id, position, reads.stored[job_id]),
+            token_generation=viewer.token_generation(job_id),
+        )
         for job_id, position in positions.items()
     ]
 
 
-def _vouched_by_ring(hub: Hub, positions: Positions) -> dict[str, Resume]:
+def _vouched_by_ring(hub: Hub, viewer: Viewer, positions: Positions) -> dict[str, Resume]:
     vouched = {}
     for job_id, position in positions.items():
         resume = None if position is None else hub.vouch(job_id, position)
-        if resume is not None:
+        if resume is not None and viewer.trusts(job_id, resume.binding):
             vouched[job_id] = resume
     return vouched
 
@@ -152,7 +166,11 @@ def _visible(job_id: str, viewer: Viewer, reads: _Reads) -> bool:
 def _resume(job_id: str, position: StreamId | None, stored: _Stored) -> Resume:
     state = snapshot(job_id, stored.fields)
     last = StreamId.parse(state["last_event_id"])
-    known = {"status": state["status"], "updated_at": state["updated_at"]}
+    known = {
+        "status": state["status"],
+        "updated_at": state["updated_at"],
+        "binding": stored.binding,
+    }
     if position == last and JobStatus(state["status"]) in TERMINAL_STATUSES:
         return Resume(job_id, position, None, finished=True, **known)
     reason = _unvouched(position, last, stored)

@@ -3,8 +3,11 @@
 - An API key is known by its SHA-256 digest only, compared with `hmac.compare_digest` against
   every key, so the time an answer takes says nothing about how much of a key was right.
 - A watch token opens one job's events and state until it expires:
-  `base64url(JSON [job id, expiry, key id]) "." base64url(HMAC-SHA256)`. A token dies with
-  the key that issued it.
+  `base64url(JSON [job id, expiry, key id, incarnation, generation]) "." base64url(HMAC-SHA256)`.
+  A token dies with the key that issued it. What it opens is checked where the job is read
+  (`WatchGrant.binding` against the job's `shared.state.TokenBinding`): only the job that key
+  submitted under that id, not a later one with the same id, and only until the job's tokens
+  are revoked.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import orjson
 
 from gateway.endpoints.errors import APIError
 from shared.settings import Settings, SettingsError, parse_api_keys
+from shared.state import TokenBinding
 
 __all__ = ["Access", "WatchGrant", "unauthorized"]
 
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,960}\.[A-Za-z0-9_-]{43}")
-# Bound into every signature, so a MAC made for anything else never passes as a token.
-_SIGNING_CONTEXT = b"jobwire watch token v1\x00"
+# Bound into every signature, so a MAC made for anything else never passes as a token. v1
+# tokens named no incarnation: they opened any job of their id, so they are no longer valid.
+_SIGNING_CONTEXT = b"jobwire watch token v2\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,13 @@ class WatchGrant:
     job_id: str
     key_id: str
     expires_at: int  # unix seconds
+    incarnation: str
+    generation: int
+
+    @property
+    def binding(self) -> TokenBinding:
+        """What the job's state must record for this token to open it."""
+        return TokenBinding(self.key_id, self.incarnation, self.generation)
 
 
 class Access:
@@ -88,15 +100,22 @@ class Access:
                 found = key_id
         return found
 
-    def issue(self, job_id: str, key_id: str) -> str | None:
-        """A watch token for `job_id` on behalf of `key_id`; None when auth is disabled."""
-        if not self.enabled:
+    def issue(
+        self, job_id: str, binding: TokenBinding, *, not_after: float | None = None
+    ) -> str | None:
+        """A watch token for the job `binding` describes, for the token TTL but not past
+        `not_after` (unix seconds); None when auth is disabled or the job has no owner."""
+        if not self.enabled or binding.owner is None:
             return None
-        return self.sign(job_id, key_id, int(self._clock() + self._ttl_s))
+        expires_at = self._clock() + self._ttl_s
+        if not_after is not None:
+            expires_at = min(expires_at, not_after)
+        return self.sign(job_id, binding, int(expires_at))
 
-    def sign(self, job_id: str, key_id: str, expires_at: int) -> str:
-        """A token for `job_id`, valid until `expires_at` (unix seconds)."""
-        body = _b64(orjson.dumps([job_id, expires_at, key_id]))
+    def sign(self, job_id: str, binding: TokenBinding, expires_at: int) -> str:
+        """A token for `job_id` as `binding` describes it, valid until `expires_at`."""
+        owner, incarnation, generation = binding
+        body = _b64(orjson.dumps([job_id, expires_at, owner, incarnation, generation]))
         return f"{body}.{self._signature(body)}"
 
     def verify(self, token: str) -> WatchGrant:
@@ -107,12 +126,12 @@ class Access:
         if not hmac.compare_digest(self._signature(body).encode(), signature.encode()):
             raise unauthorized("the watch token is not valid")
         # Signed by this gateway, so its content is what `sign` wrote.
-        job_id, expires_at, key_id = orjson.loads(_unb64(body))
+        job_id, expires_at, key_id, incarnation, generation = orjson.loads(_unb64(body))
         if key_id not in self._key_ids:
             raise unauthorized("the key that issued the watch token is no longer accepted")
         if expires_at <= self._clock():
             raise unauthorized("the watch token has expired")
-        return WatchGrant(job_id, key_id, expires_at)
+        return WatchGrant(job_id, key_id, expires_at, incarnation, generation)
 
     def looks_like_token(self, credential: str) -> bool:
         return _TOKEN_SHAPE.fullmatch(credential) is not None

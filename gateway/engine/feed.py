@@ -4,6 +4,12 @@ are, and a ring of its latest events that lets a resume skip Redis.
 The ring is bounded by count and by bytes, oldest out first, so a job of large events keeps
 fewer of them; the newest entry always stays, however large, so the ring can still vouch for
 the job's last event.
+
+The feed also remembers who may watch the job (`binding`: its owner, incarnation and token
+generation, as a joining subscriber read them from the job's state), so a watch token can be
+checked without Redis when the ring vouches; and which subscribers a watch token let in, so
+revoking the job's tokens ends their streams. A `queued` event begins a job: whatever the
+feed held belonged to an earlier job under the same id, so the ring and binding start over.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.engine.entry import Entry
+from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Subscriber
-from shared.state import JobStatus
+from shared.events import EventType
+from shared.state import JobStatus, TokenBinding
 from shared.streamid import StreamId
 
 __all__ = ["Feed"]
@@ -42,6 +50,9 @@ class Feed:
     status: str = JobStatus.QUEUED.value
     last_event_ms: int = 0
     stalled: bool = False  # `stalled` was sent and no event came since
+    binding: TokenBinding | None = None  # who may watch the job; None: not known here
+    began_ms: int = 0  # when the job now under this id was queued, if the feed saw it
+    by_token: dict[Subscriber, int] = field(default_factory=dict)  # -> its token's generation
 
     @property
     def empty(self) -> bool:
@@ -61,8 +72,25 @@ class Feed:
         else:
             self.ahead.add(subscriber)
 
+    def learn(self, resume: Resume, subscriber: Subscriber) -> None:
+        """Take what `resume` read of who may watch the job, unless it is older than what the
+        feed knows (read before the job now under this id began, or a lower generation of the
+        same job); and note the token that let `subscriber` in."""
+        read = resume.binding
+        if read is not None and _supersedes(read, self.binding, resume.updated_at >= self.began_ms):
+            self.binding = read
+        if resume.token_generation is not None:
+            self.by_token[subscriber] = resume.token_generation
+
+    def revoke(self, generation: int) -> list[Subscriber]:
+        """The job's tokens before `generation` were revoked: the subscribers they let in."""
+        if self.binding is not None and self.binding.generation < generation:
+            self.binding = self.binding._replace(generation=generation)
+        return [s for s, issued in self.by_token.items() if issued < generation]
+
     def remove(self, subscriber: Subscriber) -> bool:
         """Forget `subscriber`; True when no subscriber is left."""
+        self.by_token.pop(subscriber, None)
         self.live.discard(subscriber)
         self.live_composite.discard(subscriber)
         self.joining.discard(subscriber)
@@ -76,6 +104,11 @@ class Feed:
             return False
         self.last_id = entry.id
         ring = self.ring
+        if entry.type == EventType.QUEUED:
+            ring.clear()
+            self.ring_bytes = 0
+            self.binding = None
+            self.began_ms = entry.ts
         ring.append(entry)
         self.ring_bytes += entry.size
         while len(ring) > self.max_ring_entries or (
@@ -99,3 +132,11 @@ class Feed:
                 return None
             newer.append(entry)
         return None
+
+
+def _supersedes(read: TokenBinding, known: TokenBinding | None, read_since_began: bool) -> bool:
+    """Whether `read` is news to a feed that knows `known`: read since the job now under this
+    id began, and of another job or owner, or of a later token generation."""
+    if not read_since_began:
+        return False
+    return known is None or read[:2] != known[:2] or read.generation > known.generation

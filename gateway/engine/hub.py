@@ -53,7 +53,9 @@ class Hub:
         self._dirty: set[Subscriber] = set()
         self._flush_scheduled = False
         self._bad_entries = BadEntryLog()
-        self._reader = PubSubReader(redis, self._keys, self._dispatch, self._bad_entries)
+        self._reader = PubSubReader(
+            redis, self._keys, self._dispatch, self._revoke, self._bad_entries
+        )
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._loop = asyncio.get_running_loop()
@@ -146,6 +148,7 @@ class Hub:
     async def _join(self, subscriber: Subscriber, resume: Resume) -> None:
         job_id = resume.job_id
         feed = self._attach(job_id)
+        feed.learn(resume, subscriber)
         if resume.updated_at > feed.last_event_ms:
             note(feed, resume.status, resume.updated_at)
         feed.joining.add(subscriber)
@@ -165,13 +168,22 @@ class Hub:
 
     def vouch(self, job_id: str, position: StreamId) -> Resume | None:
         """A resume point from memory, when this process watches the job and its ring holds
-        `position` (so the stream vouches for it without a Redis read); None otherwise."""
+        `position` (so the stream vouches for it without a Redis read), with who may watch
+        the job as far as the feed knows; None otherwise."""
         feed = self._feeds.get(job_id)
         if feed is None or feed.newer_than(position) is None:
             return None
         last = feed.ring[-1]
         finished = last.id == position and last.terminal
-        return Resume(job_id, position, None, finished, feed.status, feed.last_event_ms)
+        return Resume(
+            job_id, position, None, finished, feed.status, feed.last_event_ms, feed.binding
+        )
+
+    def _revoke(self, feed: Feed, generation: int) -> None:
+        """The job's watch tokens before `generation` were revoked (on any gateway): end the
+        streams they opened here; their clients reconnect and are refused."""
+        for subscriber in feed.revoke(generation):
+            self._end(subscriber, Outcome.REVOKED)
 
     def _replay_ring(self, subscriber: Subscriber, feed: Feed) -> bool:
         """Serve the backfill from the ring if it holds the subscriber's position."""

@@ -15,6 +15,10 @@ Deliberate oddities:
   deliver is skipped and counted (`BadEntryLog`), never allowed to stop the reader. An id
   later than Redis's clock cannot be one XADD just made (`RedisClock`): believed, it would
   move the feed past every real event up to it, so it is looked up in the stream first.
+- The live channel also carries `revoked <generation>` when the job's watch tokens are revoked
+  (`shared.publish`); it goes to the hub's `revoke`, not its dispatch. A notice missed while
+  the connection was down cannot be read back, so each feed then forgets who may watch its
+  job, and the next token resume checks the job's state in Redis.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from shared.keys import Keys
+from shared.publish import REVOKED_NOTICE
 from shared.streamid import StreamId
 
 __all__ = ["READY_WITHIN_S", "PubSubReader", "RedisClock"]
@@ -58,11 +63,13 @@ class PubSubReader:
         redis: Redis,
         keys: Keys,
         dispatch: Callable[[Feed, Entry], None],
+        revoke: Callable[[Feed, int], None],
         bad_entries: BadEntryLog,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._dispatch = dispatch
+        self._revoke = revoke
         self._by_channel: dict[bytes, Feed] = {}
         self._connection: AbstractConnection | None = None
         self._connected = asyncio.Event()
@@ -140,6 +147,7 @@ class PubSubReader:
         self._connected.clear()
         for feed in self._by_channel.values():
             feed.subscribed.clear()
+            feed.binding = None
 
     def _command(self, *args: str | bytes) -> None:
         """Send a (UN)SUBSCRIBE; its confirmation is read by `_read_messages`. While the
@@ -188,9 +196,12 @@ class PubSubReader:
             feed.subscribed.set()
 
     async def _on_announcement(self, feed: Feed, data: bytes) -> None:
-        """`<id> <event json>` as the publish script sends it."""
+        """`<id> <event json>` as the publish script sends it, or a revocation notice."""
         raw_id, _, payload = data.partition(b" ")
         try:
+            if raw_id == REVOKED_NOTICE:
+                self._revoke(feed, _generation(payload))
+                return
             entry = Entry.of(raw_id, payload)
             if entry.id.ms > self._clock.latest_ms():
                 entry = await self._held(feed, entry)
@@ -293,3 +304,10 @@ class RedisClock:
 
 def _backoff(attempt: int) -> float:
     return _RECONNECT_BACKOFF_S[min(attempt, len(_RECONNECT_BACKOFF_S) - 1)]
+
+
+def _generation(payload: bytes) -> int:
+    try:
+        return int(payload)
+    except ValueError:
+        raise BadEntry("a revocation notice without a generation") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.state import JobStatus
+from shared.state import JobStatus, TokenBinding
 from shared.streamid import StreamId
 
 __all__ = ["Resume", "format_cursor"]
@@ -27,6 +27,11 @@ class Resume:
     finished: bool  # the subscriber already has the terminal event
     status: str = JobStatus.QUEUED.value  # as the state hash had it when the stream opened
     updated_at: int = 0  # unix ms of the job's last event then
+    # Who may watch the job, as its state recorded when the stream opened (None: not read),
+    # for the hub's feed to remember; and the generation of the watch token that opened the
+    # job for this subscriber (None: not a token), so revoking it ends the stream.
+    binding: TokenBinding | None = None
+    token_generation: int | None = None
 
 
 def format_cursor(cursor: dict[str, StreamId]) -> str:

@@ -23,6 +23,7 @@ class Outcome(Enum):
     CUT = "cut"  # too slow: more than max_buffer_bytes unsent
     SHUTDOWN = "shutdown"  # the gateway is stopping
     UNAVAILABLE = "unavailable"  # Redis could not be read to join: the client retries
+    REVOKED = "revoked"  # a watch token it was opened with was revoked
 
 
 class Subscriber:

@@ -135,6 +135,20 @@ _JOB: Schema = {
     },
 }
 
+_JOB_TOKENS: Schema = {
+    "parameters": [{"$ref": "#/components/parameters/JobId"}],
+    "delete": {
+        "operationId": "revokeJobTokens",
+        "summary": "Revoke every watch token issued for the job so far (API key of its "
+        "submitter); streams they opened end. A re-post of the same submit issues a new one",
+        "security": _KEY_ONLY,
+        "responses": {
+            "204": {"description": "Revoked"},
+            **_errors(400, 401, 404, 503),
+        },
+    },
+}
+
 _STREAM_RESPONSES: Schema = {
     "200": {
         "description": "The events, live, until every job's terminal event",
@@ -222,6 +236,7 @@ PATHS: Schema = {
     "/jobs": {"post": _SUBMIT},
     "/jobs/{job_id}": _JOB,
     "/jobs/{job_id}/events": _JOB_EVENTS,
+    "/jobs/{job_id}/tokens": _JOB_TOKENS,
     "/events": _MULTI_EVENTS,
     "/catalog": _CATALOG,
     "/healthz": _public(

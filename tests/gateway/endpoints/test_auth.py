@@ -23,7 +23,9 @@ from gateway.endpoints.redaction import redact_target
 from gateway.endpoints.submission import IDEMPOTENT_PREFIX
 from gateway.endpoints.tokens import Access, WatchGrant
 from shared.apikeys import unnamed_key_id
+from shared.keys import Keys
 from shared.settings import Settings, SettingsError, parse_api_keys
+from shared.state import TokenBinding, binding_of
 from tests.auth_support import (
     ALICE_KEY,
     BOB_KEY,
@@ -56,6 +58,11 @@ async def stack(gateway: Gateway, start_worker: RunWorker) -> Gateway:
 
 def _access(settings: Settings) -> Access:
     return Access.from_settings(with_auth(settings))
+
+
+async def _binding(redis: Redis, settings: Settings, job_id: str) -> TokenBinding:
+    """What the job's state binds its watch tokens to."""
+    return binding_of(await redis.hgetall(Keys(settings.key_prefix).state(job_id)))  # type: ignore[misc]
 
 
 def _assert_unauthorized(response: httpx.Response) -> None:
@@ -316,7 +323,7 @@ async def test_a_tampered_token_gets_401(gateway: Gateway, settings: Settings) -
         answer = await submit_as(client, ALICE_KEY)
         job_id, token = answer["job_id"], answer["watch_token"]
         other_secret = Access({"alice": ALICE_KEY}, "another-secret-" + "9" * 32, 60).sign(
-            job_id, "alice", int(time.time()) + 60
+            job_id, TokenBinding("alice", "", 0), int(time.time()) + 60
         )
 
         for forged in [*_tampered(token), other_secret]:
@@ -328,12 +335,15 @@ async def test_a_tampered_token_gets_401(gateway: Gateway, settings: Settings) -
     assert genuine.status_code == 200
 
 
-async def test_an_expired_token_gets_401(gateway: Gateway, settings: Settings) -> None:
+async def test_an_expired_token_gets_401(
+    gateway: Gateway, settings: Settings, redis: Redis
+) -> None:
     access = _access(settings)
     async with gateway.client() as client:
         job_id = (await submit_as(client, ALICE_KEY))["job_id"]
-        expired = access.sign(job_id, "alice", int(time.time()) - 1)
-        fresh = access.sign(job_id, "alice", int(time.time()) + 60)
+        binding = await _binding(redis, settings, job_id)
+        expired = access.sign(job_id, binding, int(time.time()) - 1)
+        fresh = access.sign(job_id, binding, int(time.time()) + 60)
 
         stream = await client.get(f"/jobs/{job_id}/events", params={"token": expired})
         state = await client.get(f"/jobs/{job_id}", headers=bearer(expired))
@@ -369,10 +379,10 @@ def test_a_token_lasts_the_token_ttl() -> None:
     def at(moment: float) -> Access:
         return Access({"alice": ALICE_KEY}, TOKEN_SECRET, 90.0, clock=lambda: moment)
 
-    token = at(now).issue("job-1", "alice")
+    token = at(now).issue("job-1", TokenBinding("alice", "f00d", 2))
 
     assert token is not None
-    assert at(now + 89.9).verify(token) == WatchGrant("job-1", "alice", int(now) + 90)
+    assert at(now + 89.9).verify(token) == WatchGrant("job-1", "alice", int(now) + 90, "f00d", 2)
     with pytest.raises(APIError) as expired:
         at(now + 90).verify(token)
     assert (expired.value.status_code, expired.value.detail) == (401, "the watch token has expired")

@@ -1,23 +1,29 @@
 """A feed's ring of recent events: bounded in count and in bytes, the newest always kept, and
 answering "what came after this position" only when it really holds the position. Ids are
-compared as integers: 9-0 comes before 10-0."""
+compared as integers: 9-0 comes before 10-0. What the feed remembers of who may watch its job
+never outlives the job."""
 
 from __future__ import annotations
+
+from typing import cast
 
 import orjson
 
 from gateway.engine.entry import Entry
 from gateway.engine.feed import Feed
+from gateway.engine.resume import Resume
+from gateway.engine.subscriber import Subscriber
+from shared.state import TokenBinding
 from shared.streamid import StreamId
 
 
-def _entry(event_id: str, pad: int = 0) -> Entry:
+def _entry(event_id: str, pad: int = 0, event_type: str = "progress", ts: int = 1) -> Entry:
     # A fixed `ts`, so entries with ids of the same length have the same size.
     event = {
         "v": 1,
-        "type": "progress",
+        "type": event_type,
         "job": "j",
-        "ts": 1,
+        "ts": ts,
         "attempt": 1,
         "data": {"p": "x" * pad},
     }
@@ -119,3 +125,40 @@ def test_an_entry_the_feed_already_had_is_not_recorded_again() -> None:
     assert _ids(list(feed.ring)) == ["9-0", "10-0"]
     assert feed.ring_bytes == ring_bytes
     assert feed.last_id == StreamId(10, 0)
+
+
+def _binding(feed: Feed) -> TokenBinding | None:
+    return feed.binding
+
+
+def _learn(feed: Feed, binding: TokenBinding, updated_at: int) -> None:
+    """A subscriber joins having read `binding` from a state last updated at `updated_at`."""
+    resume = Resume("j", None, None, False, updated_at=updated_at, binding=binding)
+    feed.learn(resume, cast(Subscriber, object()))
+
+
+def test_a_queued_event_begins_another_job_so_ring_and_binding_start_over() -> None:
+    feed = _feed()
+    _record(feed, "1-0", "2-0")
+    _learn(feed, TokenBinding("alice", "first", 0), updated_at=5)
+    assert _binding(feed) == TokenBinding("alice", "first", 0)
+
+    assert feed.record(_entry("3-0", event_type="queued", ts=100))
+
+    assert _ids(list(feed.ring)) == ["3-0"]
+    assert feed.ring_bytes == feed.ring[0].size
+    assert _binding(feed) is None
+    assert _ids(feed.newer_than(StreamId(1, 0))) is None, "the first job's positions are gone"
+
+
+def test_a_binding_read_before_the_job_began_or_of_an_older_generation_is_not_taken() -> None:
+    feed = _feed()
+    feed.record(_entry("3-0", event_type="queued", ts=100))
+
+    _learn(feed, TokenBinding("alice", "first", 0), updated_at=99)  # read of the job before
+    assert _binding(feed) is None
+    _learn(feed, TokenBinding("bob", "second", 1), updated_at=100)
+    _learn(feed, TokenBinding("bob", "second", 0), updated_at=200)  # read before a revocation
+    assert _binding(feed) == TokenBinding("bob", "second", 1)
+    assert feed.revoke(2) == []
+    assert _binding(feed) == TokenBinding("bob", "second", 2)
