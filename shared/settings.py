@@ -167,6 +167,12 @@ class Settings:
         "Event streams one API key may hold open at once, per gateway process (429 above it); "
         "0: no limit.",
     )
+    max_streams_per_token: int = _setting(
+        100,
+        "Event streams the watch tokens of one job may hold open at once, per gateway process "
+        "(429 above it); counted apart from the key's own streams, so whoever holds a token "
+        "cannot use up the key's. 0: no limit.",
+    )
     submits_per_minute: int = _setting(
         600,
         "Jobs one API key may submit per minute, per gateway process, in bursts of up to as "
@@ -227,6 +233,7 @@ class Settings:
             "hub_linger_s",
             "gc_full_collect_s",
             "max_streams_per_key",
+            "max_streams_per_token",
             "submits_per_minute",
             "stream_opens_per_minute",
         )

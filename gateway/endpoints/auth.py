@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from gateway.endpoints.errors import APIError
+from gateway.endpoints.limits import Holder, TokenHolder
 from gateway.endpoints.tokens import Access, WatchGrant, unauthorized
 from shared.state import OWNER, TokenBinding
 
@@ -43,8 +44,8 @@ class Caller:
     key_id: str
 
     @property
-    def counted_keys(self) -> frozenset[str]:
-        """The keys its requests count against (none when auth is disabled)."""
+    def counted_keys(self) -> frozenset[Holder]:
+        """What its streams count against (nothing when auth is disabled)."""
         return frozenset({self.key_id}) if self.key_id else frozenset()
 
 
@@ -59,12 +60,12 @@ class Viewer:
     grants: Mapping[str, WatchGrant] = field(default_factory=dict)
 
     @property
-    def counted_keys(self) -> frozenset[str]:
-        """The keys an open stream counts against: the API key, or the keys that issued the
-        tokens."""
+    def counted_keys(self) -> frozenset[Holder]:
+        """What an open stream counts against: the API key; or for each job the tokens of the
+        key that issued them, apart from that key's own streams."""
         if self.api_key_id is not None:
             return frozenset({self.api_key_id})
-        return frozenset(grant.key_id for grant in self.grants.values())
+        return frozenset(TokenHolder(job_id, grant.key_id) for job_id, grant in self.grants.items())
 
     @property
     def reads_owner(self) -> bool:

@@ -9,6 +9,10 @@ A stream request takes its slot and one request of its key's budget before it re
 naming 50 made-up jobs costs a round trip on the few connections every request shares, so
 without a bound taken first a key could keep them busy for everyone else.
 
+Streams opened with watch tokens count against the tokens of their job and key (a
+`TokenHolder`), up to `max_streams_per_token`, and spend their budget, not the key's: whoever
+was handed a token cannot use up the streams of the key that issued it.
+
 A refused request gets 429 with `Retry-After`. With auth disabled there are no keys, so
 nothing is limited.
 """
@@ -21,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,10 +33,24 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.endpoints.errors import APIError
 from shared.settings import Settings
 
-__all__ = ["STREAM_RETRY_AFTER_S", "Limits", "StreamSlot", "limits"]
+__all__ = ["STREAM_RETRY_AFTER_S", "Holder", "Limits", "StreamSlot", "TokenHolder", "limits"]
 
 # When a key's streams are all in use there is no telling when one ends: a short, fixed wait.
 STREAM_RETRY_AFTER_S = 5
+# A bucket untouched this long has refilled to the brim, which is the same as having none: it
+# is forgotten, so the buckets of jobs' tokens do not pile up as jobs come and go.
+_REFILLED_AFTER_S = 60.0
+
+
+class TokenHolder(NamedTuple):
+    """The watch tokens one key issued for one job, as what their streams count against."""
+
+    job_id: str
+    key_id: str
+
+
+# What a stream counts against: an API key's id, or the tokens of one job and key.
+Holder = str | TokenHolder
 
 
 @dataclass
@@ -48,12 +67,14 @@ class _Rate:
         self._per_minute = per_minute
         self._code = code
         self._detail = detail
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[Holder, _Bucket] = {}
+        self._swept = -math.inf
 
-    def take(self, keys: Collection[str], now: float) -> None:
+    def take(self, keys: Collection[Holder], now: float) -> None:
         """One token of each key's bucket; 429, taking none, when one of them is empty."""
         if not self._per_minute:
             return
+        self._forget_refilled(now)
         buckets = [self._refilled(key, now) for key in keys]
         lowest = min((bucket.tokens for bucket in buckets), default=1.0)
         if lowest < 1.0:
@@ -62,7 +83,19 @@ class _Rate:
         for bucket in buckets:
             bucket.tokens -= 1.0
 
-    def _refilled(self, key: str, now: float) -> _Bucket:
+    def _forget_refilled(self, now: float) -> None:
+        if now - self._swept >= _REFILLED_AFTER_S:
+            self._swept = now
+            self._buckets = {
+                key: bucket
+                for key, bucket in self._buckets.items()
+                if now - bucket.updated < _REFILLED_AFTER_S
+            }
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _refilled(self, key: Holder, now: float) -> _Bucket:
         capacity = float(self._per_minute)
         bucket = self._buckets.setdefault(key, _Bucket(capacity, now))
         bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * capacity / 60.0)
@@ -73,8 +106,9 @@ class _Rate:
 class Limits:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_streams = settings.max_streams_per_key
+        self._max_token_streams = settings.max_streams_per_token
         self._clock = clock
-        self._streams: defaultdict[str, int] = defaultdict(int)
+        self._streams: defaultdict[Holder, int] = defaultdict(int)
         submits, opens = settings.submits_per_minute, settings.stream_opens_per_minute
         self._submits = _Rate(submits, "too_many_submits", f"at most {submits} submits per minute")
         self._opens = _Rate(
@@ -86,44 +120,62 @@ class Limits:
         if key_id:
             self._submits.take([key_id], self._clock())
 
-    def open_stream(self, key_ids: Iterable[str]) -> StreamSlot:
+    def open_stream(self, key_ids: Iterable[Holder]) -> StreamSlot:
         """What a stream request takes before it reads anything: a slot of each key in
         `key_ids` and one request of each key's budget; 429, taking neither, if one is spent."""
         keys = frozenset(key_ids)
         self.ask_stream(keys)
         return self._hold(keys)
 
-    def ask_stream(self, key_ids: Iterable[str]) -> None:
+    def ask_stream(self, key_ids: Iterable[Holder]) -> None:
         """`open_stream` holding no slot, for a HEAD: it reads what its GET would, so it spends
         the budget, and is told 429 when its GET would be, but opens no stream."""
         keys = frozenset(key_ids)
         self._check_slots(keys)
         self._opens.take(keys, self._clock())
 
-    def stream_slot(self, key_ids: Iterable[str]) -> StreamSlot:
+    def stream_slot(self, key_ids: Iterable[Holder]) -> StreamSlot:
         """Takes a stream slot of each key in `key_ids`; 429 if one of them has none left."""
         keys = frozenset(key_ids)
         self._check_slots(keys)
         return self._hold(keys)
 
     def open_streams(self, key_id: str) -> int:
+        """The streams `key_id` holds open itself, not counting its tokens'."""
         return self._streams.get(key_id, 0)
 
-    def _check_slots(self, keys: frozenset[str]) -> None:
-        if self._max_streams and any(self.open_streams(key) >= self._max_streams for key in keys):
+    def open_token_streams(self, job_id: str, key_id: str) -> int:
+        return self._streams.get(TokenHolder(job_id, key_id), 0)
+
+    def stream_budgets(self) -> int:
+        """The stream-request budgets held: for tests and debugging; no endpoint reports it."""
+        return len(self._opens)
+
+    def _check_slots(self, keys: frozenset[Holder]) -> None:
+        full = [key for key in keys if 0 < self._max_for(key) <= self._streams.get(key, 0)]
+        if any(isinstance(key, str) for key in full):
             raise _too_many(
                 "too_many_streams",
                 f"at most {self._max_streams} open streams per API key",
                 STREAM_RETRY_AFTER_S,
             )
+        if full:
+            raise _too_many(
+                "too_many_streams",
+                f"at most {self._max_token_streams} open streams per job's watch tokens",
+                STREAM_RETRY_AFTER_S,
+            )
 
-    def _hold(self, keys: frozenset[str]) -> StreamSlot:
-        held = keys if self._max_streams else frozenset()
+    def _max_for(self, key: Holder) -> int:
+        return self._max_streams if isinstance(key, str) else self._max_token_streams
+
+    def _hold(self, keys: frozenset[Holder]) -> StreamSlot:
+        held = frozenset(key for key in keys if self._max_for(key))
         for key in held:
             self._streams[key] += 1
         return StreamSlot(self, held)
 
-    def _release(self, keys: frozenset[str]) -> None:
+    def _release(self, keys: frozenset[Holder]) -> None:
         for key in keys:
             self._streams[key] -= 1
             if not self._streams[key]:
@@ -138,7 +190,7 @@ class StreamSlot:
     gives it back at once.
     """
 
-    def __init__(self, limits: Limits, keys: frozenset[str]) -> None:
+    def __init__(self, limits: Limits, keys: frozenset[Holder]) -> None:
         self._limits = limits
         self._keys = keys
         self._released = False

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
 from gateway.endpoints.errors import APIError
-from gateway.endpoints.limits import STREAM_RETRY_AFTER_S, Limits
+from gateway.endpoints.limits import STREAM_RETRY_AFTER_S, Limits, TokenHolder
 from shared.settings import Settings
 from tests.auth_support import (
     ALICE_KEY,
@@ -161,6 +161,26 @@ def test_a_stream_request_refused_for_want_of_a_slot_spends_no_budget() -> None:
     assert _refused(lambda: limits.open_stream({"alice"})).code == "too_many_stream_requests"
 
 
+def test_the_budgets_of_jobs_tokens_are_forgotten_once_refilled() -> None:
+    """Each job's tokens spend a budget of their own: it must not outlast the job."""
+    clock = Clock()
+    limits = Limits(Settings(stream_opens_per_minute=2), clock)
+    for job in range(1_000):
+        limits.ask_stream({TokenHolder(f"job-{job}", "alice")})
+    limits.ask_stream({TokenHolder("job-0", "alice")})
+    refused = _refused(lambda: limits.ask_stream({TokenHolder("job-0", "alice")}))
+    clock.now += 59.9
+    limits.ask_stream({"alice"})
+    held = limits.stream_budgets()
+    clock.now += 0.1  # a minute: every token's budget has refilled
+
+    limits.ask_stream({"alice"})
+    assert refused.code == "too_many_stream_requests"
+    assert held == 1_001
+    assert limits.stream_budgets() == 1
+    limits.ask_stream({TokenHolder("job-0", "alice")})
+
+
 def test_zero_means_no_limit_and_no_key_is_never_limited() -> None:
     unlimited = Limits(
         Settings(max_streams_per_key=0, submits_per_minute=0, stream_opens_per_minute=0)
@@ -245,10 +265,10 @@ async def test_streams_over_the_limit_get_429_until_one_closes(limited: Gateway)
         limits = _limits(limited)
 
         async with AsyncExitStack() as first:
-            # One by API key, one by watch token: both count against alice.
+            # Streams opened with watch tokens count apart (test_tokens.py), not against alice.
             await _open(first, client, f"/jobs/{ids[0]}/events", headers=bearer(ALICE_KEY))
             async with AsyncExitStack() as second:
-                await _open(first, client, f"/jobs/{ids[1]}/events?token={jobs[1]['watch_token']}")
+                await _open(first, client, f"/jobs/{ids[1]}/events", headers=bearer(ALICE_KEY))
                 await _open(
                     second, client, f"/jobs/{bobs['job_id']}/events", headers=bearer(BOB_KEY)
                 )
@@ -256,9 +276,6 @@ async def test_streams_over_the_limit_get_429_until_one_closes(limited: Gateway)
 
                 refusals = [
                     await client.get(f"/jobs/{ids[2]}/events", headers=bearer(ALICE_KEY)),
-                    await client.get(
-                        f"/jobs/{ids[2]}/events", params={"token": jobs[2]["watch_token"]}
-                    ),
                     await client.get(f"/events?job={ids[2]}", headers=bearer(ALICE_KEY)),
                     await client.post(
                         "/jobs",
@@ -332,12 +349,14 @@ async def test_stream_requests_over_the_budget_get_429_before_redis_is_read(
         refused = [
             await client.get("/events", params=made_up, headers=alice),
             await client.get("/jobs/r1/events", headers=alice),
-            # A watch token's requests count against the key that submitted the job.
-            await client.get(f"/jobs/{job['job_id']}/events", params={"token": job["watch_token"]}),
         ]
         head = await client.head("/jobs/r1/events", headers=alice)
         reads = await state_reads(redis) - before
         bobs = await client.get("/jobs/r1/events", headers=bearer(BOB_KEY))
+        # A watch token's requests spend the budget of its job's tokens, not the key's.
+        by_token = await client.head(
+            f"/jobs/{job['job_id']}/events", params={"token": job["watch_token"]}
+        )
 
     assert [response.status_code for response in spent] == [404, 404, 404]
     for response in refused:
@@ -346,6 +365,7 @@ async def test_stream_requests_over_the_budget_get_429_before_redis_is_read(
     assert (head.status_code, head.headers["retry-after"]) == (429, "20")
     assert reads == 0, "a refused request read the jobs' state"
     assert bobs.status_code == 404, "keys do not share a budget"
+    assert by_token.status_code == 200
     assert _limits(gateway).open_streams("alice") == 0
 
 

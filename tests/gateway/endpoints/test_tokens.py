@@ -1,5 +1,6 @@
 """Watch tokens against a real gateway and Redis: bound to the key that submitted the job and to
-this incarnation of it, never outliving a finished job's state, and revocable."""
+this incarnation of it, never outliving a finished job's state, revocable, and counted apart
+from the key's own streams."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from redis.asyncio import Redis
 
 from gateway.endpoints.errors import APIError
+from gateway.endpoints.limits import STREAM_RETRY_AFTER_S, Limits
 from gateway.endpoints.tokens import Access
 from shared.events import EventType, make_event
 from shared.keys import Keys
@@ -355,3 +357,55 @@ async def test_revoking_on_one_gateway_ends_token_streams_on_another(
     assert revoked.status_code == 204
     assert ended == []
     _assert_revoked(again)
+
+
+# --- counted apart from the key's streams -------------------------------------------------------
+
+
+async def test_a_token_holder_cannot_use_up_the_keys_streams(
+    start_gateway: StartGateway, lingering: Settings, redis: Redis
+) -> None:
+    await advertise_waiting_job(redis, lingering)
+    capped = lingering.replace(max_streams_per_key=2, max_streams_per_token=2)
+    gateway = await start_gateway(capped)
+    limits: Limits = gateway.server.config.app.state.limits  # type: ignore[union-attr]
+    watched, other = _job_id(), _job_id()
+    async with gateway.client() as client, AsyncExitStack() as streams:
+        tokens = {
+            job_id: (await _post(client, ALICE_KEY, job_id)).json()["watch_token"]
+            for job_id in (watched, other)
+        }
+        for _ in range(2):
+            await streams.enter_async_context(
+                _opened(client, f"/jobs/{watched}/events", params={"token": tokens[watched]})
+            )
+        over = [
+            await _get(client, f"/jobs/{watched}/events", params={"token": tokens[watched]}),
+            await _get(client, "/events", params={"job": watched, "token": tokens[watched]}),
+        ]
+        # Another job's tokens, and the key itself, still have all their streams.
+        await streams.enter_async_context(
+            _opened(client, f"/jobs/{other}/events", params={"token": tokens[other]})
+        )
+        for job_id in (watched, other):
+            await streams.enter_async_context(
+                _opened(client, f"/jobs/{job_id}/events", headers=bearer(ALICE_KEY))
+            )
+        counted = (
+            limits.open_streams("alice"),
+            limits.open_token_streams(watched, "alice"),
+            limits.open_token_streams(other, "alice"),
+        )
+        keys_over = await _get(client, f"/jobs/{other}/events", headers=bearer(ALICE_KEY))
+
+    for response in over:
+        assert response.status_code == 429, response.text
+        assert response.json() == {
+            "error": "too_many_streams",
+            "detail": "at most 2 open streams per job's watch tokens",
+        }
+        assert response.headers["retry-after"] == str(STREAM_RETRY_AFTER_S)
+    assert counted == (2, 2, 1)
+    assert keys_over.status_code == 429
+    assert keys_over.json()["detail"] == "at most 2 open streams per API key"
+    await wait_until(lambda: limits.open_token_streams(watched, "alice") == 0, message="slots back")
