@@ -247,7 +247,7 @@ PATHS: Schema = {
         "Redis answers; how many workers are alive",
         {
             "200": _json(schema_ref("Readiness"), "Ready"),
-            "503": _json(schema_ref("Readiness"), "Redis unreachable"),
+            "503": _json(schema_ref("Readiness"), "Redis unreachable, or live delivery down"),
         },
     ),
     "/openapi.json": _public(

@@ -37,17 +37,6 @@ export const apiKey = {
     }
     window.dispatchEvent(new CustomEvent("jobwire:key-changed"));
   },
-  // Takes `#key=…` from the address, stores it, and removes it from the address bar.
-  takeFromFragment() {
-    const params = new URLSearchParams(window.location.hash.slice(1));
-    const key = params.get("key");
-    if (key === null) return;
-    this.set(key);
-    params.delete("key");
-    const rest = params.toString();
-    const url = window.location.pathname + window.location.search + (rest ? `#${rest}` : "");
-    window.history.replaceState(null, "", url);
-  },
 };
 
 async function call(method, path, body) {
