@@ -12,8 +12,10 @@ Python client.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jobwire import client
+from jobwire.exports import lazy_exports
 
 if TYPE_CHECKING:
     from jobwire.client import (
@@ -60,32 +62,8 @@ _HOMES = {
         ("JobEnded", "JobFunction", "JobRegistry", "LogLevel", "Progress", "Retry"), "worker"
     ),
     "SyncClient": "jobwire.client.sync",
-    **dict.fromkeys(
-        (
-            "Backoff",
-            "Client",
-            "ConnectionState",
-            "GatewayError",
-            "GatewayUnreachable",
-            "InvalidGatewayURL",
-            "Job",
-            "JobCancelled",
-            "JobEvent",
-            "JobFailed",
-            "JobwireError",
-            "RequestRejected",
-        ),
-        "jobwire.client",
-    ),
+    # The client's own exports come through `jobwire.client`, which loads each on first use.
+    **dict.fromkeys(set(__all__) & set(client.__all__), "jobwire.client"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'jobwire' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, __all__, _HOMES)
