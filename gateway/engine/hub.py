@@ -9,8 +9,9 @@ Last-Event-ID, as after any network loss. Live events come from one pub/sub conn
 
 Joining: a subscriber attaches to the job's feed first, then backfills from its position (from
 the ring when it holds the position, else with XRANGE) while live events wait in its holding
-list; it drops those it already has by id. A job's subscription ends `hub_linger_s` after its
-last subscriber left, so a reconnecting crowd finds the ring warm.
+list; it drops those it already has by id. Which jobs are watched, and for how long after their
+last subscriber left, is the `watchlist`'s; reading a stream when the ring does not hold a
+position is the `backfill`'s.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from functools import partial
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.engine.backfill import Backfill
 from gateway.engine.connection import Connection
-from gateway.engine.entry import BadEntry, BadEntryLog, Entry
+from gateway.engine.entry import BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from gateway.engine.liveness import note, ping_forever, watch_stalls
 from gateway.engine.reader import PubSubReader
 from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Outcome, Subscriber
+from gateway.engine.watchlist import Watchlist
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.streamid import StreamId
@@ -37,9 +40,6 @@ __all__ = ["Hub"]
 
 logger = logging.getLogger("jobwire.hub")
 
-BACKFILL_BATCH = 500
-# The first read of a backfill, before the size of this job's events is known.
-FIRST_BACKFILL_BATCH = 32
 _SUBSCRIBE_TIMEOUT_S = 30.0
 
 
@@ -48,13 +48,20 @@ class Hub:
         self._redis = redis
         self._settings = settings
         self._keys = Keys(settings.key_prefix)
-        self._feeds: dict[str, Feed] = {}
         self._subscribers: set[Subscriber] = set()
         self._dirty: set[Subscriber] = set()
         self._flush_scheduled = False
         self._bad_entries = BadEntryLog()
         self._reader = PubSubReader(
             redis, self._keys, self._dispatch, self._revoke, self._bad_entries
+        )
+        self._feeds = Watchlist(self._keys, settings, self._reader)
+        self._backfill = Backfill(
+            redis,
+            settings.max_buffer_bytes,
+            self._bad_entries,
+            self._deliver_if_new,
+            self._write_now,
         )
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,9 +90,6 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for feed in list(self._feeds.values()):
-            if feed.linger is not None:
-                feed.linger.cancel()
         self._feeds.clear()
         await self._reader.close()
 
@@ -147,7 +151,7 @@ class Hub:
 
     async def _join(self, subscriber: Subscriber, resume: Resume) -> None:
         job_id = resume.job_id
-        feed = self._attach(job_id)
+        feed = self._feeds.attach(job_id)
         feed.learn(resume, subscriber)
         if resume.updated_at > feed.last_event_ms:
             note(feed, resume.status, resume.updated_at)
@@ -157,7 +161,7 @@ class Hub:
             if not feed.subscribed.is_set():  # wait_for would make a task per join
                 await asyncio.wait_for(feed.subscribed.wait(), _SUBSCRIBE_TIMEOUT_S)
             if not self._replay_ring(subscriber, feed):
-                await self._backfill(subscriber, feed)
+                await self._backfill.run(subscriber, job_id, self._keys.events(job_id))
             for entry in subscriber.holding.pop(job_id):
                 self._deliver_if_new(subscriber, job_id, entry)
         finally:
@@ -194,44 +198,6 @@ class Hub:
         for entry in newer:
             self._deliver(subscriber, feed.job_id, entry)
         return True
-
-    async def _backfill(self, subscriber: Subscriber, feed: Feed) -> None:
-        """Read the stream from the subscriber's position, pacing the writes to how fast the
-        client takes them: a client far behind on large events is served, not cut off."""
-        key = self._keys.events(feed.job_id)
-        pace_bytes = self._settings.max_buffer_bytes // 4
-        position = subscriber.cursor[feed.job_id]
-        start = "-" if position is None else f"({position}"
-        count = FIRST_BACKFILL_BATCH
-        while feed.job_id in subscriber.open_jobs and not subscriber.done.done():
-            entries = await self._redis.xrange(key, start, "+", count=count)
-            unflushed = read = 0
-            for raw_id, fields in entries:
-                size = self._deliver_stored(subscriber, feed.job_id, raw_id, fields)
-                unflushed += size
-                read += size
-                if unflushed > pace_bytes:
-                    unflushed = 0
-                    await self._write_now(subscriber)
-            if len(entries) < count:
-                return
-            # From the last entry read, delivered or not: a bad one must not be read forever.
-            start = f"({entries[-1][0].decode()}"
-            # Large events: read fewer at a time, so one read holds about one buffer's worth.
-            average = read // len(entries) + 1
-            count = max(1, min(BACKFILL_BATCH, self._settings.max_buffer_bytes // average))
-
-    def _deliver_stored(
-        self, subscriber: Subscriber, job_id: str, raw_id: bytes, fields: dict[bytes, bytes]
-    ) -> int:
-        """Deliver an entry XRANGE read, unless it is not an event; the bytes of its event."""
-        try:
-            entry = Entry.stored(raw_id, fields)
-        except BadEntry as error:
-            self._bad_entries.skipped(job_id, error)
-            return 0
-        self._deliver_if_new(subscriber, job_id, entry)
-        return len(entry.payload)
 
     async def _write_now(self, subscriber: Subscriber) -> None:
         """Write the subscriber's outbox and wait until the client has taken most of it."""
@@ -286,7 +252,7 @@ class Hub:
         subscriber.open_jobs.discard(job_id)
         feed = self._feeds.get(job_id)
         if feed is not None:
-            self._detach(feed, subscriber)
+            self._feeds.detach(feed, subscriber)
         if not subscriber.open_jobs:
             subscriber.finishing = True
 
@@ -332,30 +298,4 @@ class Hub:
         for job_id in list(subscriber.cursor):
             feed = self._feeds.get(job_id)
             if feed is not None:
-                self._detach(feed, subscriber)
-
-    # -- feeds --------------------------------------------------------------------------
-
-    def _attach(self, job_id: str) -> Feed:
-        feed = self._feeds.get(job_id)
-        if feed is None:
-            channel = self._keys.live(job_id).encode()
-            settings = self._settings
-            feed = Feed(job_id, channel, settings.hub_ring_size, settings.hub_ring_bytes)
-            self._feeds[job_id] = feed
-            self._reader.subscribe(feed)
-        elif feed.linger is not None:
-            feed.linger.cancel()
-            feed.linger = None
-        return feed
-
-    def _detach(self, feed: Feed, subscriber: Subscriber) -> None:
-        if feed.remove(subscriber) and feed.linger is None and self._feeds.get(feed.job_id) is feed:
-            feed.linger = self._loop.call_later(self._settings.hub_linger_s, self._forget, feed)
-
-    def _forget(self, feed: Feed) -> None:
-        feed.linger = None  # the timer refers to the feed: no cycle may outlive it
-        if not feed.empty or self._feeds.get(feed.job_id) is not feed:
-            return
-        del self._feeds[feed.job_id]
-        self._reader.unsubscribe(feed)
+                self._feeds.detach(feed, subscriber)
