@@ -85,6 +85,19 @@ async def _finish(publisher: Publisher, job_id: str) -> None:
     await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
 
 
+async def _both_jobs_watched(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> tuple[Gateway, Publisher, Keys, list[asyncio.Task[RawResponse]]]:
+    """A gateway whose hub watches both jobs, started, through the streams of
+    `_watch_both_jobs`."""
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    for job_id in JOBS:
+        await _start_job(publisher, job_id)
+    return gateway, publisher, keys, await _watch_both_jobs(gateway, redis, keys)
+
+
 async def _watch_both_jobs(
     gateway: Gateway, redis: Redis, keys: Keys
 ) -> list[asyncio.Task[RawResponse]]:
@@ -135,12 +148,7 @@ def _ids_by_job(response: RawResponse) -> dict[str, list[str]]:
 async def test_a_bad_message_on_a_live_channel_is_skipped_and_delivery_goes_on(
     start_gateway: StartGateway, redis: Redis, settings: Settings, bad: str
 ) -> None:
-    gateway = await start_gateway()
-    publisher = Publisher(redis, settings)
-    keys = Keys(settings.key_prefix)
-    for job_id in JOBS:
-        await _start_job(publisher, job_id)
-    watchers = await _watch_both_jobs(gateway, redis, keys)
+    gateway, publisher, keys, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     for job_id in JOBS:
         await _publish(publisher, job_id, 3)
     await redis.publish(keys.live(JOBS[0]), BAD_MESSAGES[bad]())
@@ -157,12 +165,7 @@ async def test_a_bad_message_on_a_live_channel_is_skipped_and_delivery_goes_on(
 async def test_events_whose_ids_run_ahead_of_the_clock_are_delivered_once_held_by_the_stream(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    gateway = await start_gateway()
-    publisher = Publisher(redis, settings)
-    keys = Keys(settings.key_prefix)
-    for job_id in JOBS:
-        await _start_job(publisher, job_id)
-    watchers = await _watch_both_jobs(gateway, redis, keys)
+    gateway, publisher, keys, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     # As after Redis's clock stepped back: the stream's ids stay ahead of it from then on.
     payload = encode_event(make_event(EventType.PROGRESS, JOBS[0], 1, {"current": 0}))
     ahead = _ahead(60_000)
@@ -180,12 +183,7 @@ async def test_events_whose_ids_run_ahead_of_the_clock_are_delivered_once_held_b
 async def test_a_reader_that_fails_is_restarted_and_catches_up(
     start_gateway: StartGateway, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = await start_gateway()
-    publisher = Publisher(redis, settings)
-    keys = Keys(settings.key_prefix)
-    for job_id in JOBS:
-        await _start_job(publisher, job_id)
-    watchers = await _watch_both_jobs(gateway, redis, keys)
+    gateway, publisher, _, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     failing = asyncio.Event()
     record = Feed.record
 
@@ -220,12 +218,7 @@ async def _readiness(client: httpx.AsyncClient, status: int) -> dict[str, object
 async def test_readyz_answers_503_once_pubsub_is_down_for_longer_than_its_bound(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    gateway = await start_gateway()
-    publisher = Publisher(redis, settings)
-    keys = Keys(settings.key_prefix)
-    for job_id in JOBS:
-        await _start_job(publisher, job_id)
-    watchers = await _watch_both_jobs(gateway, redis, keys)
+    gateway, publisher, _, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     (_, allowed), *_ = (await redis.config_get("maxclients")).items()
     async with gateway.client() as client:
         assert await _readiness(client, 200)  # the gateway's command connections are open
