@@ -3,6 +3,8 @@ and a job name that is advertised but never run (its jobs stay queued, their str
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ from redis.asyncio import Redis
 from shared.catalog import JobSpec, advertise
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.conftest import Gateway, StartGateway
 
 __all__ = [
     "ALICE_KEY",
@@ -19,6 +22,7 @@ __all__ = [
     "WAITING_JOB",
     "advertise_waiting_job",
     "bearer",
+    "holding_alices_one_stream",
     "submit_as",
     "with_auth",
 ]
@@ -57,3 +61,19 @@ async def submit_as(
     assert response.status_code == 202, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+@asynccontextmanager
+async def holding_alices_one_stream(
+    start_gateway: StartGateway, redis: Redis, settings: Settings, *, multi: bool = False
+) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient, str]]:
+    """A gateway on which key `alice` may hold one event stream, while she holds it (on a job
+    that stays queued; through `GET /events` when `multi`): the gateway, her client, the job."""
+    await advertise_waiting_job(redis, settings)
+    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    async with gateway.client(headers=bearer(ALICE_KEY)) as client:
+        job_id = (await submit_as(client, ALICE_KEY))["job_id"]
+        url, params = ("/events", {"job": job_id}) if multi else (f"/jobs/{job_id}/events", None)
+        async with client.stream("GET", url, params=params) as held:
+            assert held.status_code == 200
+            yield gateway, client, job_id

@@ -12,7 +12,14 @@ from redis.asyncio import Redis
 
 from gateway.endpoints.limits import Limits
 from shared.settings import Settings
-from tests.auth_support import ALICE_KEY, advertise_waiting_job, bearer, submit_as, with_auth
+from tests.auth_support import (
+    ALICE_KEY,
+    advertise_waiting_job,
+    bearer,
+    holding_alices_one_stream,
+    submit_as,
+    with_auth,
+)
 from tests.conftest import Gateway, StartGateway
 from tests.support import scaled, stream_ids
 
@@ -99,14 +106,9 @@ async def test_head_on_an_event_stream_answers_headers_only_and_holds_no_slot(
 async def test_head_is_refused_like_its_get_when_the_slots_are_taken(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
-    async with gateway.client(headers=bearer(ALICE_KEY)) as client:
-        job_id = (await submit_as(client, ALICE_KEY))["job_id"]
-        async with client.stream("GET", f"/jobs/{job_id}/events") as held:
-            assert held.status_code == 200
-            answer = await _head(gateway, f"/jobs/{job_id}/events", bearer(ALICE_KEY))
-            assert _limits(gateway).open_streams("alice") == 1
+    async with holding_alices_one_stream(start_gateway, redis, settings) as (gateway, _, job_id):
+        answer = await _head(gateway, f"/jobs/{job_id}/events", bearer(ALICE_KEY))
+        assert _limits(gateway).open_streams("alice") == 1
 
     assert (answer.status, answer.headers["retry-after"]) == (429, "5")
     assert answer.after_head == b""

@@ -9,7 +9,9 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.settings import Settings
-from tests.auth_support import ALICE_KEY, advertise_waiting_job, bearer, submit_as, with_auth
+from tests.auth_support import (
+    holding_alices_one_stream,
+)
 from tests.conftest import Gateway, StartGateway
 from tests.redis_reads import state_reads
 from tests.support import ServerSentEvent, collect_events, read_events, scaled, stream_ids, submit
@@ -114,16 +116,12 @@ async def test_fifty_made_up_jobs_are_refused_before_redis_is_read_once_the_slot
 ) -> None:
     # Naming 50 jobs costs one round trip on the gateway's few shared Redis connections: the
     # key's stream slot is taken first, so a key with none left cannot make it pay for them.
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
     made_up = httpx.QueryParams([("job", f"r{n}") for n in range(1, 51)])
-    async with gateway.client(headers=bearer(ALICE_KEY)) as client:
-        job_id = (await submit_as(client, ALICE_KEY))["job_id"]
-        async with client.stream("GET", "/events", params={"job": job_id}) as held:
-            assert held.status_code == 200
-            before = await state_reads(redis)
-            refused = await client.get("/events", params=made_up)
-            reads = await state_reads(redis) - before
+    holding = holding_alices_one_stream(start_gateway, redis, settings, multi=True)
+    async with holding as (_, client, _):
+        before = await state_reads(redis)
+        refused = await client.get("/events", params=made_up)
+        reads = await state_reads(redis) - before
 
     assert refused.status_code == 429, refused.text
     assert (refused.json()["error"], refused.headers["retry-after"]) == ("too_many_streams", "5")

@@ -10,7 +10,9 @@ from redis.asyncio import Redis
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.auth_support import ALICE_KEY, advertise_waiting_job, bearer, submit_as, with_auth
+from tests.auth_support import (
+    holding_alices_one_stream,
+)
 from tests.conftest import Gateway, StartGateway
 from tests.redis_reads import state_reads
 from tests.support import (
@@ -242,15 +244,10 @@ async def test_a_made_up_job_is_refused_before_redis_is_read_once_the_slots_are_
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
     # The stream slot comes first: a key with none left costs the gateway no Redis round trip.
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
-    async with gateway.client(headers=bearer(ALICE_KEY)) as client:
-        job_id = (await submit_as(client, ALICE_KEY))["job_id"]
-        async with client.stream("GET", f"/jobs/{job_id}/events") as held:
-            assert held.status_code == 200
-            before = await state_reads(redis)
-            refused = await client.get("/jobs/made-up/events")
-            reads = await state_reads(redis) - before
+    async with holding_alices_one_stream(start_gateway, redis, settings) as (_, client, _):
+        before = await state_reads(redis)
+        refused = await client.get("/jobs/made-up/events")
+        reads = await state_reads(redis) - before
 
     assert refused.status_code == 429, refused.text
     assert (refused.json()["error"], refused.headers["retry-after"]) == ("too_many_streams", "5")
