@@ -13,7 +13,7 @@ import functools
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -33,6 +33,7 @@ __all__ = [
     "Watch",
     "check_envelope",
     "shared_ssl_context",
+    "submit_and_watch",
     "verify",
     "watch_client",
     "watch_job",
@@ -78,6 +79,7 @@ class Watch:
     ended_at: list[float] = field(default_factory=list)  # monotonic end of each connection
     statuses: Counter[int] = field(default_factory=Counter)
     finished: bool = False
+    requests: list[dict[str, str]] = field(default_factory=list)  # headers sent, per connection
 
     @property
     def last_event_id(self) -> str | None:
@@ -109,7 +111,45 @@ async def watch_job(
     `into` to follow the watch while it runs. It fails after `timeout` seconds (`scaled`).
     """
     watch = into if into is not None else Watch(job_id)
-    resume_from = last_event_id
+
+    async def connect(client: httpx.AsyncClient, resume_from: str | None) -> bool:
+        return await _connect_once(
+            client, watch, "GET", f"/jobs/{watch.job_id}/events", resume_from
+        )
+
+    return await _follow(clients, watch, connect, timeout, last_event_id, rotate)
+
+
+async def submit_and_watch(
+    clients: Sequence[httpx.AsyncClient],
+    job: dict[str, object],
+    idempotency_key: str,
+    *,
+    timeout: float = 30.0,
+    into: Watch | None = None,
+) -> Watch:
+    """Submits `job` and watches it in the same request (`POST /jobs` with
+    `Accept: text/event-stream`), retried the way `@microsoft/fetch-event-source` retries it:
+    the same POST, the same Idempotency-Key, and the id of the last event it got as
+    `Last-Event-ID`, each time to the next of `clients`. The watch learns its job id from the
+    first event. Retries as `watch_job` does; fails after `timeout` seconds (`scaled`)."""
+    watch = into if into is not None else Watch("")
+    headers = {"Accept": "text/event-stream", "Idempotency-Key": idempotency_key}
+
+    async def connect(client: httpx.AsyncClient, resume_from: str | None) -> bool:
+        return await _connect_once(client, watch, "POST", "/jobs", resume_from, job, headers)
+
+    return await _follow(clients, watch, connect, timeout, None, rotate=True)
+
+
+async def _follow(
+    clients: Sequence[httpx.AsyncClient],
+    watch: Watch,
+    connect: Callable[[httpx.AsyncClient, str | None], Awaitable[bool]],
+    timeout: float,
+    resume_from: str | None,
+    rotate: bool,
+) -> Watch:
     backoff = _FIRST_BACKOFF_S
     turn = 0
     async with asyncio.timeout(scaled(timeout)):
@@ -117,7 +157,7 @@ async def watch_job(
             client = clients[turn % len(clients)] if rotate else clients[0]
             turn += 1
             try:
-                got_any = await _connect_once(client, watch, resume_from)
+                got_any = await connect(client, resume_from)
             finally:
                 watch.ended_at.append(time.monotonic())
             if watch.finished:
@@ -129,13 +169,24 @@ async def watch_job(
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
 
-async def _connect_once(client: httpx.AsyncClient, watch: Watch, last_event_id: str | None) -> bool:
+async def _connect_once(
+    client: httpx.AsyncClient,
+    watch: Watch,
+    method: str,
+    path: str,
+    last_event_id: str | None,
+    body: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> bool:
     """One connection; True if it delivered at least one stored event."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    headers = dict(headers or {})
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
     watch.connections += 1
+    watch.requests.append(headers)
     before = len(watch.events)
     try:
-        async with client.stream("GET", f"/jobs/{watch.job_id}/events", headers=headers) as reply:
+        async with client.stream(method, path, json=body, headers=headers) as reply:
             watch.statuses[reply.status_code] += 1
             if reply.status_code == 204:
                 watch.finished = True
@@ -144,8 +195,10 @@ async def _connect_once(client: httpx.AsyncClient, watch: Watch, last_event_id: 
                 watch.broken += 1
                 return False
             if reply.status_code != 200:
-                body = (await reply.aread())[:500]
-                raise UnexpectedAnswer(f"{reply.status_code} watching {watch.job_id}: {body!r}")
+                body_start = (await reply.aread())[:500]
+                raise UnexpectedAnswer(
+                    f"{reply.status_code} watching {watch.job_id}: {body_start!r}"
+                )
             parser = SSEParser()
             async for chunk in reply.aiter_raw():
                 for event in parser.feed(chunk):
@@ -162,6 +215,8 @@ def _record(watch: Watch, event: ServerSentEvent) -> None:
     if event.id is None:
         watch.made_up.append(event)
         return
+    if not watch.job_id:
+        watch.job_id = orjson.loads(event.data)["job"]
     watch.events.append(event)
     watch.arrivals.append(time.monotonic())
     if event.event in TERMINAL_TYPES:

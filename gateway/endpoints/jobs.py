@@ -19,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from gateway.endpoints.auth import Caller, access, require_api_key, require_viewer
+from gateway.endpoints.auth import Caller, Viewer, access, require_api_key, require_viewer
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.limits import limits
 from gateway.endpoints.lookup import job_not_found, load_snapshot, path_job_id
+from gateway.endpoints.position import parse_position, requested
+from gateway.endpoints.resumption import UnknownJobs, resume_points
 from gateway.endpoints.services import Services, services
 from gateway.endpoints.stream import event_stream
 from gateway.endpoints.submission import Submission, check_against_catalog, read_submission
@@ -41,6 +43,7 @@ from shared.state import (
     is_stalled,
     snapshot,
 )
+from shared.streamid import StreamId
 
 __all__ = ["cancel", "revoke_tokens", "status", "submit"]
 
@@ -51,21 +54,46 @@ _WAITING = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 
 async def submit(request: Request) -> ASGIApp:
     """Queue a job: 202 (200 for the same job again) with its URLs, or with
-    `Accept: text/event-stream` its event stream right away (the LLM-API pattern)."""
+    `Accept: text/event-stream` its event stream right away (the LLM-API pattern).
+
+    A submit-and-stream retried after a lost connection (the same POST and Idempotency-Key,
+    plus `Last-Event-ID`, as `fetch-event-source` sends it) resumes like a GET stream: after
+    that id, or 204 at the terminal event, or a `reset` when the stream cannot vouch for it
+    (a position sent with the POST that created the job is one)."""
     svc = services(request)
     caller = require_api_key(request)
     if not _wants_stream(request):
         limits(request).take_submit(caller.key_id)
         submission = await _read(request, svc, caller)
         return _accepted(request, submission.job_id, await _queue(svc, caller, submission))
+    raw = requested(request)
+    # Read before anything is queued: a malformed position queues nothing.
+    position = None if raw is None else parse_position(raw)
     with limits(request).stream_slot(caller.counted_keys) as slot:
         limits(request).take_submit(caller.key_id)
         submission = await _read(request, svc, caller)
         queued = await _queue(svc, caller, submission)
-        resume = Resume(
-            submission.job_id, after=None, reset=None, finished=False, binding=queued.binding
-        )
+        resume = await _resume_submitted(svc, caller, submission.job_id, position, queued)
+        if resume.finished:
+            return Response(status_code=204)
         return slot.guard(event_stream(svc, [resume]))
+
+
+async def _resume_submitted(
+    svc: Services, caller: Caller, job_id: str, position: StreamId | None, queued: _Queued
+) -> Resume:
+    """Where a submit-and-stream starts: a job created now and no position, at its `queued`
+    event with nothing read; any other (a retried POST, with the `Last-Event-ID` it had), by
+    the resume routine of every stream, so the retry continues exactly after that id."""
+    if queued.code == 202 and position is None:
+        return Resume(job_id, after=None, reset=None, finished=False, binding=queued.binding)
+    viewer = Viewer(api_key_id=caller.key_id or None)
+    try:
+        [resume] = await resume_points(svc, viewer, {job_id: position})
+    except UnknownJobs:
+        # Its state expired between the two reads.
+        raise job_not_found(job_id) from None
+    return resume
 
 
 async def _read(request: Request, svc: Services, caller: Caller) -> Submission:

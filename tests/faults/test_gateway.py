@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.feeds import new_feed_jobs, play_job
+from tests.feeds import FEED_JOB_NAME, advertise_feed, new_feed_jobs, play_job
 from tests.processes import ProcessGroup
 from tests.support import wait_until
-from tests.watchers import Watch, verify, watch_client, watch_job
+from tests.watchers import Verdict, Watch, submit_and_watch, verify, watch_client, watch_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,6 +73,46 @@ async def test_clients_of_a_killed_gateway_resume_exactly_on_another(
     assert all(watch.broken >= 1 for watch in results)
     assert all(set(watch.statuses) <= {200, 204} for watch in results)
     assert survivor.running
+
+
+async def test_a_submit_and_stream_retried_on_another_gateway_resumes_exactly(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    """A POST with `Accept: text/event-stream` whose gateway is killed mid-stream, retried as
+    `fetch-event-source` retries it: the same POST and Idempotency-Key, and the last id."""
+    doomed, survivor = await asyncio.gather(
+        processes.gateway(settings), processes.gateway(settings)
+    )
+    keys = Keys(settings.key_prefix)
+    await advertise_feed(redis, keys)
+    clients = [watch_client(doomed.url), watch_client(survivor.url)]
+    watch = Watch("")
+    try:
+        task = asyncio.create_task(
+            submit_and_watch(clients, {"name": FEED_JOB_NAME}, "chat-1", into=watch, timeout=40)
+        )
+        await wait_until(lambda: watch.events, message="the queued event on the doomed gateway")
+        feed = asyncio.create_task(
+            play_job(Publisher(redis, settings), watch.job_id, events=150, interval_s=0.01)
+        )
+        await wait_until(lambda: len(watch.events) >= 30, message="30 events streamed")
+        await doomed.kill()
+        await feed
+        result = await task
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    verdict = await verify(result, redis, keys)
+    assert verdict == Verdict(checked=1 + 150 + 2, lost=0, duplicated=0, exact=True)
+    # Two POSTs: the first cut on the doomed gateway, the retry answered by the survivor
+    # from exactly where the first one stopped.
+    assert result.statuses == {200: 2}
+    first, retry = result.requests
+    assert "Last-Event-ID" not in first
+    assert result.ids.index(retry["Last-Event-ID"]) >= 29
+    assert retry["Idempotency-Key"] == first["Idempotency-Key"] == "chat-1"
+    assert result.made_up == []
 
 
 async def test_sigterm_ends_open_streams_at_once_and_the_gateway_exits(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import httpx
 import pytest
@@ -11,7 +12,16 @@ from redis.asyncio import Redis
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import Gateway, RunWorker, StartGateway
-from tests.support import collect_events, event_types, read_events, submit, wait_until
+from tests.support import (
+    ServerSentEvent,
+    collect_events,
+    event_types,
+    read_events,
+    scaled,
+    stream_ids,
+    submit,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -280,3 +290,65 @@ async def test_idempotency_key_makes_a_retried_post_the_same_job(stack: Gateway)
     assert changed.status_code == 409
     assert both.status_code == 400
     assert event_types(events).count("started") == 1
+
+
+async def _post_stream(
+    client: httpx.AsyncClient, job: Mapping[str, object], headers: dict[str, str], limit: int | None
+) -> list[ServerSentEvent]:
+    """The events of one submit-and-stream POST: the first `limit`, or all of them."""
+    async with asyncio.timeout(scaled(20)):
+        async with client.stream("POST", "/jobs", json=job, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            return [event async for event in read_events(response, limit=limit)]
+
+
+async def test_a_retried_submit_and_stream_resumes_after_its_last_event_id(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    """What `fetch-event-source` does after a lost connection: the same POST, the same
+    Idempotency-Key, and the last id it had."""
+    text = " ".join(f"w{i}" for i in range(30))
+    job = {"name": "demo.tokens", "args": {"text": text, "delay_ms": 10}}
+    headers = {"Accept": "text/event-stream", "Idempotency-Key": "chat-7"}
+    async with stack.client() as client:
+        first = await _post_stream(client, job, headers, limit=5)
+        resumed = {**headers, "Last-Event-ID": str(first[-1].id)}
+        rest = await _post_stream(client, job, resumed, limit=None)
+        at_the_end = await client.post(
+            "/jobs", json=job, headers={**headers, "Last-Event-ID": str(rest[-1].id)}
+        )
+        job_id = first[0].json()["job"]
+
+    assert [event.id for event in first + rest] == await stream_ids(redis, settings, job_id)
+    assert rest[-1].event == "completed"
+    assert event_types(first + rest).count("started") == 1
+    # As on a GET stream: nothing is left after the terminal event.
+    assert (at_the_end.status_code, at_the_end.content) == (204, b"")
+
+
+async def test_submit_and_stream_takes_last_event_id_as_a_get_stream_does(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    job = {"name": "demo.countdown", "args": {"seconds": 0.05, "steps": 1}}
+    stream = {"Accept": "text/event-stream"}
+    async with stack.client() as client:
+        malformed = await client.post(
+            "/jobs", json=job, headers={**stream, "Idempotency-Key": "k-1", "Last-Event-ID": "x"}
+        )
+        # The malformed position queued nothing: the key's first job is created now.
+        created = await client.post("/jobs", json=job, headers={"Idempotency-Key": "k-1"})
+        # A position sent with the POST that creates the job: no stream can vouch for it.
+        fresh = await _post_stream(
+            client, job, {**stream, "Idempotency-Key": "k-2", "Last-Event-ID": "1-0"}, None
+        )
+
+    assert malformed.status_code == 400
+    assert malformed.json()["error"] == "invalid_last_event_id"
+    assert created.status_code == 202
+    reset, *stored = fresh
+    assert (reset.event, reset.id) == ("reset", None)
+    assert reset.json()["reason"] == "unknown_position"
+    assert reset.json()["state"]["status"] == "queued"
+    job_id = stored[0].json()["job"]
+    assert [event.id for event in stored] == await stream_ids(redis, settings, job_id)
+    assert stored[0].event == "queued"
