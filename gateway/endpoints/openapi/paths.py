@@ -88,7 +88,12 @@ _SUBMIT: Schema = {
             "description": "A retried submit with the same key (from the same API key) "
             "returns the same job instead of queueing another",
             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
-        }
+        },
+        {
+            "$ref": "#/components/parameters/LastEventIdHeader",
+            "description": "With `Accept: text/event-stream` and the same Idempotency-Key: "
+            "a retried submit-and-stream resumes after this event, as a GET stream does",
+        },
     ],
     "requestBody": {
         "required": True,
@@ -107,6 +112,10 @@ _SUBMIT: Schema = {
             "description": "The same job again (same id, name and args): as when it was "
             "queued; with `Accept: text/event-stream` any submit answers with the stream",
             "content": {"application/json": {"schema": schema_ref("Submitted")}, **_EVENT_STREAM},
+        },
+        "204": {
+            "description": "A submit-and-stream retried with the id of the terminal event as "
+            "its Last-Event-ID: nothing more will come"
         },
         **_errors(400, 401, 409, 413, 415, 422, 429, 503),
     },
