@@ -21,6 +21,7 @@ from gateway.endpoints.dispatch import GatewayApp
 from gateway.endpoints.errors import error_response, exception_handlers
 from gateway.endpoints.limits import Limits
 from gateway.endpoints.redaction import install_log_redaction
+from gateway.endpoints.requestlog import install_probe_filter
 from gateway.endpoints.services import Services
 from gateway.endpoints.tokens import Access
 from gateway.engine.hub import Hub
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_log_redaction()
+        install_probe_filter()
         if not access.enabled:
             logger.warning(
                 "authentication is disabled (JOBWIRE_AUTH_DISABLED=true): anyone who can reach "

@@ -13,6 +13,7 @@ JOBWIRE_TOKEN_SECRET it makes one, so watch tokens last as long as the run.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -40,12 +41,18 @@ STOP_TIMEOUT_S = 15.0
 READY_TIMEOUT_S = 30.0
 DEV_KEY_NAME = "dev"
 
+logger = logging.getLogger("jobwire.up")
+# Set by run_stack with JOBWIRE_LOG_FORMAT=json: how `say` writes.
+_JSON_LOGS = threading.Event()
+
 
 class StackError(RuntimeError):
     """A part of the stack could not start."""
 
 
 def run_stack(settings: Settings) -> int:
+    if settings.log_format == "json":
+        _JSON_LOGS.set()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -58,14 +65,35 @@ def run_stack(settings: Settings) -> int:
         gateway = stack.enter_context(_child("gateway", [sys.executable, "-m", "gateway"], env))
         base_url = f"http://{_display_host(settings.host)}:{settings.port}"
         _wait_ready(base_url, [worker, gateway])
-        print(_banner(base_url, redis_url, settings, made_key), flush=True)
+        if _JSON_LOGS.is_set():
+            _log_banner(base_url, redis_url, made_key)
+        else:
+            print(_banner(base_url, redis_url, settings, made_key), flush=True)
         while not stop.wait(0.2):
             for name, child in (("worker", worker), ("gateway", gateway)):
                 if child.poll() is not None:
-                    print(f"jobwire: the {name} exited ({child.returncode}); stopping", flush=True)
+                    say(f"the {name} exited ({child.returncode}); stopping", logging.ERROR)
                     return 1
-        print("jobwire: stopping…", flush=True)
+        say("stopping…")
     return 0
+
+
+def say(message: str, level: int = logging.INFO) -> None:
+    """A line about the stack itself: `jobwire: …` on stdout for people, or with JSON logs a
+    line of the `jobwire.up` logger, one JSON object like every other line of the stack."""
+    if _JSON_LOGS.is_set():
+        logger.log(level, message)
+    else:
+        print(f"jobwire: {message}", flush=True)
+
+
+def _log_banner(base_url: str, redis_url: str, made_key: str | None) -> None:
+    """The banner as one JSON log line: its facts as fields, the key made for the run
+    included (printed once, as the text banner does)."""
+    facts = {"url": f"{base_url}/", "docs": f"{base_url}/docs", "redis": _redacted(redis_url)}
+    if made_key is not None:
+        facts["api_key"] = made_key
+    logger.info("Jobwire is up: %s", facts["url"], extra=facts)
 
 
 def _with_dev_credentials(settings: Settings) -> tuple[Settings, str | None]:
@@ -122,7 +150,7 @@ def _stop(name: str, process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        print(f"jobwire: {name} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it", flush=True)
+        say(f"{name} did not stop in {STOP_TIMEOUT_S:.0f}s; killing it", logging.WARNING)
         process.kill()
         process.wait()
 

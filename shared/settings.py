@@ -20,6 +20,7 @@ from shared.events import ENVELOPE_BYTES
 # Re-exported: what a caller of the settings catches, and how it reads `api_keys`.
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "LOG_FORMATS",
     "Settings",
     "SettingsError",
     "describe",
@@ -29,6 +30,7 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MIN_SECRET_CHARS = 32
+LOG_FORMATS = ("text", "json")
 _ORIGIN = re.compile(r"https?://[^/\s?#,]+")
 
 
@@ -132,6 +134,11 @@ class Settings:
         "puts them back in the queue (`retrying`). Keep it below the orchestrator's stop timeout.",
     )
     log_level: str = _setting("INFO", "Log level of the gateway and worker.")
+    log_format: str = _setting(
+        "text",
+        "`text`: lines for people; `json`: one JSON object per line from every process "
+        "(time, level, logger, message, and job_id, request_id, key where known).",
+    )
     auth_disabled: bool = _setting(
         False,
         "true: the gateway checks no API key or watch token, so anyone who reaches it may "
@@ -244,6 +251,11 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}MAX_EVENT_BYTES must be at least {ENV_PREFIX}MAX_RESULT_BYTES + "
                 f"{ENVELOPE_BYTES}, so a `completed` event carries its whole result"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
             )
         if not 0 <= self.port <= 65_535:
             raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")

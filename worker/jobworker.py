@@ -37,6 +37,7 @@ from typing import Any
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from shared.logs import JOB_ID, log_context
 from worker.runtime import WorkerRuntime
 
 __all__ = ["STOP_GRACE_S", "JobWorker"]
@@ -127,6 +128,12 @@ class JobWorker(Worker):
             except (RedisError, OSError):
                 self._release_sem_dec_counter_on_complete()
                 raise
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's, with the job's id in every log line written for the job (arq's own `→` and
+        `←` lines, the lifecycle's, and the job's)."""
+        with log_context(JOB_ID, job_id):
+            await super().run_job(job_id, score)
 
     async def _drain(self) -> None:
         running = [task for task in self.job_tasks.values() if not task.done()]

@@ -22,6 +22,7 @@ from starlette.requests import HTTPConnection
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.limits import Holder, TokenHolder
 from gateway.endpoints.tokens import Access, WatchGrant, unauthorized
+from shared.logs import KEY
 from shared.state import OWNER, TokenBinding
 
 __all__ = [
@@ -125,6 +126,7 @@ def require_api_key(connection: HTTPConnection) -> Caller:
     key_id = gate.key_id(credential)
     if key_id is None:
         raise unauthorized("the API key is not valid")
+    KEY.set(key_id)
     return Caller(key_id)
 
 
@@ -146,6 +148,7 @@ def require_viewer(connection: HTTPConnection, job_ids: Sequence[str]) -> Viewer
     if credential is not None:
         key_id = gate.key_id(credential)
         if key_id is not None:
+            KEY.set(key_id)
             return Viewer(api_key_id=key_id)
         if not gate.looks_like_token(credential):
             raise unauthorized("the API key is not valid")
@@ -166,6 +169,9 @@ def _token_viewer(gate: Access, tokens: list[str], job_ids: Sequence[str]) -> Vi
     uncovered = [job_id for job_id in job_ids if job_id not in grants]
     if uncovered:
         raise _not_covered(uncovered)
+    issuers = {grants[job_id].key_id for job_id in job_ids}
+    if len(issuers) == 1:
+        KEY.set(issuers.pop())  # the key whose tokens these are
     return Viewer(grants={job_id: grants[job_id] for job_id in job_ids})
 
 

@@ -5,7 +5,8 @@ request's coroutine frames alive for hours: the error and exception middleware, 
 and the endpoint wrapper all stay on its stack. `GET /jobs/{id}/events` and `GET /events`
 without an `Origin` header (so no CORS to answer) are therefore dispatched here straight to
 their endpoints, with the same error handling; every other request goes through Starlette as
-usual. HEAD, which Starlette's routes take wherever they take GET, comes here with its GET: the
+usual. Every request, by either path, gets its request id here (`gateway.endpoints.requestlog`).
+HEAD, which Starlette's routes take wherever they take GET, comes here with its GET: the
 endpoints answer it with headers alone (`gateway.endpoints.stream.respond`), by either path.
 """
 
@@ -19,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.endpoints.requestlog import request_id, tagged_send
 
 __all__ = ["GatewayApp"]
 
@@ -44,6 +47,8 @@ class GatewayApp(Starlette):
         self._handlers = exception_handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = tagged_send(send, request_id(scope))
         endpoint = self._stream_endpoint(scope)
         if endpoint is None:
             await super().__call__(scope, receive, send)

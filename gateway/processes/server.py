@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from gateway.app import create_app
 from gateway.processes.gcpolicy import GcPolicy
@@ -75,11 +77,18 @@ def build_server(
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         http=StreamingHttpProtocol,
+        log_config=_log_config(settings),
         **config,  # type: ignore[arg-type]
     )
     return GatewayServer(
         uvicorn_config, app.state.shutdown, gc_policy, head_timeout_s=settings.head_timeout_s
     )
+
+
+def _log_config(settings: Settings) -> dict[str, Any] | None:
+    """uvicorn's own human format for text logs; none for JSON, so that its loggers propagate
+    to the root logger `shared.logs.configure_logging` set up."""
+    return LOGGING_CONFIG if settings.log_format == "text" else None
 
 
 def serve(settings: Settings, sock: socket.socket | None = None) -> None:

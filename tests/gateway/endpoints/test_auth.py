@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from hashlib import sha256
 
 import httpx
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -24,6 +25,7 @@ from gateway.endpoints.submission import IDEMPOTENT_PREFIX
 from gateway.endpoints.tokens import Access, WatchGrant
 from shared.apikeys import unnamed_key_id
 from shared.keys import Keys
+from shared.logs import JsonLineFormatter
 from shared.settings import Settings, SettingsError, parse_api_keys
 from shared.state import TokenBinding, binding_of
 from tests.auth_support import (
@@ -477,18 +479,21 @@ async def test_keys_and_tokens_never_reach_the_logs(
         await client.get(f"/jobs/{job_id}/events?token={token}x")  # a bad one: 401
         await client.get(f"/jobs/{job_id}", headers=bearer(ALICE_KEY + "x"))
 
-    # Everything logged in this process but by the test's own HTTP client.
-    logged = "\n".join(
-        record.getMessage()
-        for record in access_log.records
-        if not record.name.startswith(("httpx", "httpcore"))
-    )
-    assert f"/jobs/{job_id}/events?token=[redacted]" in logged  # the access log was read
-    assert "last_event_id=0-0&tok%65n=[redacted]&token=[redacted]" in logged
-    assert token[:20] not in logged
-    assert token.split(".")[1] not in logged
-    assert ALICE_KEY not in logged
-    assert TOKEN_SECRET not in logged
+    # Everything logged in this process but by the test's own HTTP client, in both formats.
+    records = [r for r in access_log.records if not r.name.startswith(("httpx", "httpcore"))]
+    as_json = JsonLineFormatter()
+    for logged in (
+        "\n".join(record.getMessage() for record in records),
+        "\n".join(as_json.format(record) for record in records),
+    ):
+        assert f"/jobs/{job_id}/events?token=[redacted]" in logged  # the access log was read
+        assert "last_event_id=0-0&tok%65n=[redacted]&token=[redacted]" in logged
+        assert token[:20] not in logged
+        assert token.split(".")[1] not in logged
+        assert ALICE_KEY not in logged
+        assert TOKEN_SECRET not in logged
+    paths = {orjson.loads(as_json.format(r)).get("path") for r in records}
+    assert f"/jobs/{job_id}/events?token=[redacted]" in paths  # the JSON field, redacted too
 
 
 @pytest.mark.parametrize(
