@@ -16,7 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.endpoints import health, jobs, multistream, openapi, page, stream
+from gateway.endpoints import health, jobs, listing, multistream, openapi, page, stream, system
 from gateway.endpoints.dispatch import GatewayApp
 from gateway.endpoints.errors import error_response, exception_handlers
 from gateway.endpoints.limits import Limits
@@ -90,11 +90,13 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/jobs", jobs.submit, methods=["POST"]),
+        Route("/jobs", listing.list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", jobs.status, methods=["GET"]),
         Route("/jobs/{job_id}", jobs.cancel, methods=["DELETE"]),
         Route("/jobs/{job_id}/events", stream.events, methods=["GET"]),
         Route("/jobs/{job_id}/tokens", jobs.revoke_tokens, methods=["DELETE"]),
         Route("/events", multistream.events, methods=["GET"], name="multi_events"),
+        Route("/system", system.system, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),

@@ -51,3 +51,12 @@ class Keys:
     def workers(self) -> str:
         """Sorted set of worker id -> last-seen unix ms."""
         return f"{self.prefix}:workers"
+
+    def worker_load(self, worker_id: str) -> str:
+        """How many jobs the worker runs now; expires unless its presence beat renews it."""
+        return f"{self.prefix}:worker:{worker_id}:running"
+
+    def jobs_of(self, key_id: str) -> str:
+        """Sorted set of job id -> submit unix ms: the jobs API key `key_id` submitted ("":
+        every job submitted with access control off). Hash tag of its own: the key's slot."""
+        return f"{self.prefix}:{{key:{key_id}}}:jobs"

@@ -55,6 +55,11 @@ class Settings:
         10_000, "Events kept per job stream (XADD MAXLEN ~); older ones are trimmed."
     )
     retention_s: int = _setting(86_400, "How long a finished job's events and state stay in Redis.")
+    jobs_listed_per_key: int = _setting(
+        10_000,
+        "Jobs `GET /jobs` can list per API key, newest first; older ones drop off the list "
+        "(they stay readable by their id until they expire).",
+    )
     heartbeat_s: float = _setting(
         15.0, "A running job writes a heartbeat after this long without any other event."
     )
@@ -211,6 +216,7 @@ class Settings:
         positive = (
             "stream_maxlen",
             "retention_s",
+            "jobs_listed_per_key",
             "heartbeat_s",
             "progress_interval_s",
             "ping_s",

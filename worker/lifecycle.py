@@ -97,7 +97,8 @@ def arq_function(definition: JobDefinition, settings: Settings) -> Function:
         if runtime.stopping.is_set():
             raise RetryJob  # back to the queue, untouched, for a worker that is not stopping
         attempt = Attempt(definition, runtime, ctx["job_id"], ctx["job_try"])
-        return await attempt.run(args, kwargs)
+        with runtime.workload.job():
+            return await attempt.run(args, kwargs)
 
     run_attempt.__qualname__ = f"run_attempt[{definition.name}]"
     return func(

@@ -4,9 +4,11 @@ arq's `ctx` (the only thing arq hands each job) and closed when the worker stops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 
-__all__ = ["WorkerRuntime", "new_worker_id"]
+__all__ = ["WorkerRuntime", "Workload", "new_worker_id"]
 
 _CTX_KEY = "jobwire"
 
@@ -25,6 +27,26 @@ _CTX_KEY = "jobwire"
 def new_worker_id() -> str:
     """Unique among live workers, and says where to look: host, pid and a random tail."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Workload:
+    """How many jobs this worker runs now; `changed` is set whenever the number moves, so the
+    presence beat reports it at once (`worker.presence`)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.changed = asyncio.Event()
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        """Counts one job as running while the block runs."""
+        self.running += 1
+        self.changed.set()
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.changed.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +58,7 @@ class WorkerRuntime:
     worker_id: str
     # Set when the worker begins to stop: a job handed to it from then on is not run.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    workload: Workload = field(default_factory=Workload)
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerRuntime:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from gateway.endpoints.auth import Caller, Viewer, access, require_api_key, require_viewer
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.limits import limits
+from gateway.endpoints.listing import job_view, record_submit
 from gateway.endpoints.lookup import job_not_found, load_snapshot, path_job_id
 from gateway.endpoints.position import parse_position, requested
 from gateway.endpoints.resumption import UnknownJobs, resume_points
@@ -31,6 +32,7 @@ from gateway.endpoints.submission import Submission, check_against_catalog, read
 from gateway.engine.resume import Resume
 from shared.catalog import load_catalog
 from shared.events import EventType, make_event, now_ms
+from shared.joblist import read_jobs
 from shared.state import (
     CANCEL_REQUESTED,
     INCARNATION,
@@ -40,8 +42,6 @@ from shared.state import (
     JobStatus,
     TokenBinding,
     binding_of,
-    is_stalled,
-    snapshot,
 )
 from shared.streamid import StreamId
 
@@ -119,6 +119,8 @@ async def _queue(svc: Services, caller: Caller, submission: Submission) -> _Queu
         attempt=0,
         data={"name": submission.name, "args": submission.args},
     )
+    # Listed first, so no job exists unlisted; a listed job never created is dropped on read.
+    await record_submit(svc, caller, submission.job_id, queued["ts"])
     # The owner is written with the job: it is never anybody else's, not for an instant.
     result = await svc.publisher.publish(queued, create=True, owner=caller.key_id)
     if not result.accepted:
@@ -131,19 +133,19 @@ async def _queue(svc: Services, caller: Caller, submission: Submission) -> _Queu
 
 
 async def status(request: Request) -> JSONResponse:
-    """The job's state snapshot, for its API key or its watch token."""
+    """The job's state snapshot, for its API key or its watch token; for the key, with a fresh
+    watch token (a token never renews itself: whoever holds one keeps it until it expires)."""
     svc = services(request)
     job_id = path_job_id(request)
     viewer = require_viewer(request, [job_id])
-    fields: dict[bytes, bytes] = await svc.redis.hgetall(svc.keys.state(job_id))  # type: ignore[misc]
+    (record,) = await read_jobs(svc.redis, svc.keys, [job_id])
+    fields = record.fields
     if fields:
         viewer.check_tokens({job_id: binding_of(fields)})
     if not fields or not viewer.may_see(binding_of(fields).owner):
         raise job_not_found(job_id)
-    state = snapshot(job_id, fields)
-    heartbeat_s = svc.settings.heartbeat_s
-    state["stalled"] = is_stalled(state["status"], state["updated_at"], heartbeat_s, now_ms())
-    return JSONResponse(state)
+    with_token = viewer.api_key_id is not None
+    return JSONResponse(job_view(request, job_id, record, with_token=with_token))
 
 
 async def cancel(request: Request) -> JSONResponse:

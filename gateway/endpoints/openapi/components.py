@@ -10,12 +10,12 @@ from shared.events import ENVELOPE_VERSION, EventType
 from shared.keys import JOB_ID_PATTERN
 from shared.state import JobStatus
 
-__all__ = ["COMPONENTS", "JOB_ID", "Schema", "header_ref", "schema_ref"]
+__all__ = ["COMPONENTS", "JOB_ID", "STATUS", "Schema", "header_ref", "schema_ref"]
 
 Schema = dict[str, Any]
 
 JOB_ID: Schema = {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"}
-_STATUS: Schema = {"type": "string", "enum": [status.value for status in JobStatus]}
+STATUS: Schema = {"type": "string", "enum": [status.value for status in JobStatus]}
 _MILLIS: Schema = {"type": "integer", "description": "unix milliseconds"}
 _EVENT_TYPES = [event_type.value for event_type in EventType]
 # Events the gateway makes for one connection, without an `id:`.
@@ -93,7 +93,7 @@ _JOB_STATE: Schema = {
     "required": ["job_id", "status"],
     "properties": {
         "job_id": JOB_ID,
-        "status": _STATUS,
+        "status": STATUS,
         "name": {"type": "string"},
         "args": {"type": "object"},
         "attempt": {"type": "integer", "minimum": 0},
@@ -110,6 +110,12 @@ _JOB_STATE: Schema = {
         "cancel_requested_at": _MILLIS,
         "owner": {"type": "string", "description": "the id of the key that submitted it"},
         "stalled": {"type": "boolean", "description": "running, but silent for too long"},
+        "watch_token": {
+            "type": ["string", "null"],
+            "description": "in `GET /jobs` and `GET /jobs/{job_id}`: a fresh watch token for "
+            "the job when read with its API key; null when read with a watch token (a token "
+            "does not renew itself) or with access control off",
+        },
     },
 }
 
@@ -139,7 +145,7 @@ _BODY_SCHEMAS: Schema = {
         "required": ["job_id", "status", "status_url", "events_url", "watch_token"],
         "properties": {
             "job_id": JOB_ID,
-            "status": _STATUS,
+            "status": STATUS,
             "status_url": {"type": "string", "format": "uri"},
             "events_url": {"type": "string", "format": "uri"},
             "watch_token": {
@@ -176,6 +182,34 @@ _BODY_SCHEMAS: Schema = {
             "accepts_any": {"type": "boolean"},
             "doc": {"type": "string"},
         },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "next"],
+        "properties": {
+            "jobs": {"type": "array", "items": schema_ref("JobState")},
+            "next": {
+                "type": ["string", "null"],
+                "description": "pass it as `cursor` for the next page; null at the end of the "
+                "list. A page may hold fewer jobs than `limit`, even none, when a filter "
+                "leaves many out: go on while `next` is not null",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "System": {
+        "type": "object",
+        "required": ["workers", "queued", "running"],
+        "properties": {
+            "workers": {"type": "integer", "minimum": 0, "description": "workers alive"},
+            "queued": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "jobs waiting in the queue (retries waiting out their delay too)",
+            },
+            "running": {"type": "integer", "minimum": 0, "description": "jobs running now"},
+        },
+        "additionalProperties": False,
     },
     "Health": {
         "type": "object",

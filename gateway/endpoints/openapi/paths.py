@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.endpoints.listing import DEFAULT_LIMIT, MAX_LIMIT
 from gateway.endpoints.multistream import MAX_JOBS
-from gateway.endpoints.openapi.components import JOB_ID, Schema, header_ref, schema_ref
+from gateway.endpoints.openapi.components import JOB_ID, STATUS, Schema, header_ref, schema_ref
 from gateway.endpoints.submission import MAX_IDEMPOTENCY_KEY_CHARS
 
 __all__ = ["PATHS"]
@@ -119,6 +120,59 @@ _SUBMIT: Schema = {
         },
         **_errors(400, 401, 409, 413, 415, 422, 429, 503),
     },
+}
+
+_LIST: Schema = {
+    "operationId": "listJobs",
+    "summary": "The API key's jobs, newest first, a page at a time; each with its state and a "
+    "fresh watch token",
+    "security": _KEY_ONLY,
+    "parameters": [
+        {
+            "name": "status",
+            "in": "query",
+            "description": "only jobs in these statuses (repeat it, or separate with commas)",
+            "style": "form",
+            "explode": True,
+            "schema": {"type": "array", "items": STATUS},
+        },
+        {
+            "name": "name",
+            "in": "query",
+            "description": "only jobs of this name",
+            "schema": {"type": "string", "minLength": 1},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "most jobs in the page",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "`next` of the page before",
+            "schema": {"type": "string"},
+        },
+    ],
+    "responses": {
+        "200": _json(schema_ref("JobList"), "A page of jobs"),
+        **_errors(400, 401, 503),
+    },
+}
+
+_SYSTEM: Schema = {
+    "get": {
+        "operationId": "getSystem",
+        "summary": "Workers alive, jobs queued and running",
+        "security": _KEY_ONLY,
+        "responses": {"200": _json(schema_ref("System"), "The figures"), **_errors(401, 503)},
+    }
 }
 
 _JOB: Schema = {
@@ -242,12 +296,13 @@ _STATIC: Schema = {
 }
 
 PATHS: Schema = {
-    "/jobs": {"post": _SUBMIT},
+    "/jobs": {"post": _SUBMIT, "get": _LIST},
     "/jobs/{job_id}": _JOB,
     "/jobs/{job_id}/events": _JOB_EVENTS,
     "/jobs/{job_id}/tokens": _JOB_TOKENS,
     "/events": _MULTI_EVENTS,
     "/catalog": _CATALOG,
+    "/system": _SYSTEM,
     "/healthz": _public(
         "healthz", "The process serves requests", {"200": _json(schema_ref("Health"), "Alive")}
     ),
