@@ -16,7 +16,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.endpoints import health, jobs, listing, multistream, openapi, page, stream, system
+from gateway.endpoints import (
+    docs,
+    health,
+    jobs,
+    listing,
+    multistream,
+    openapi,
+    page,
+    stream,
+    system,
+)
 from gateway.endpoints.dispatch import GatewayApp
 from gateway.endpoints.errors import error_response, exception_handlers
 from gateway.endpoints.limits import Limits
@@ -101,6 +111,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         *page.routes(),
+        *docs.routes(),
     ]
     app = GatewayApp(
         job_events=stream.events,

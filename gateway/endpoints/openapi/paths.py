@@ -295,6 +295,31 @@ _STATIC: Schema = {
     }
 }
 
+_DOCS_ASSET: Schema = {
+    "get": {
+        "operationId": "docsAsset",
+        "summary": "The files of the /docs page (Swagger UI's script, styles and icons)",
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "maxLength": 1_024},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "The file",
+                "content": {
+                    media_type: {"schema": {}}
+                    for media_type in ("text/css", "text/javascript", "image/png")
+                },
+            },
+            **_errors(404),
+        },
+    }
+}
+
 PATHS: Schema = {
     "/jobs": {"post": _SUBMIT, "get": _LIST},
     "/jobs/{job_id}": _JOB,
@@ -323,4 +348,10 @@ PATHS: Schema = {
         {"200": {"description": "HTML", "content": {"text/html": {"schema": {}}}}},
     ),
     "/static/{path}": _STATIC,
+    "/docs": _public(
+        "docs",
+        "This document as an interactive page (Swagger UI, served by the gateway itself)",
+        {"200": {"description": "HTML", "content": {"text/html": {"schema": {}}}}},
+    ),
+    "/docs/assets/{name}": _DOCS_ASSET,
 }
