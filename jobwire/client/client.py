@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any
 
@@ -11,9 +13,17 @@ import httpx
 
 from jobwire.client.backoff import Backoff
 from jobwire.client.errors import GatewayError, GatewayUnreachable
+from jobwire.client.events import JobEvent
 from jobwire.client.http import authorization, check_answer, describe
 from jobwire.client.job import Job
-from jobwire.client.stream import DEFAULT_READ_TIMEOUT_S, StreamOptions
+from jobwire.client.position import Cursor, JobPosition, Position
+from jobwire.client.stream import (
+    DEFAULT_READ_TIMEOUT_S,
+    ConnectionListener,
+    StreamOptions,
+    StreamRequest,
+    stream_events,
+)
 from jobwire.client.target import DEFAULT_URL, Target
 
 __all__ = ["DEFAULT_URL", "Client"]
@@ -102,6 +112,83 @@ class Client:
     def job(self, job_id: str, watch_token: str | None = None) -> Job:
         """A job submitted before (by anyone): watch it, wait for it, cancel it."""
         return Job(self, job_id, watch_token=watch_token)
+
+    def run(self, name: str, /, **args: Any) -> AsyncGenerator[JobEvent, None]:
+        """Submits the job `name` with keyword arguments `args` and yields its events from
+        the same request (`POST /jobs` with `Accept: text/event-stream`), to its terminal
+        event. Each event names its job (`event.job`)."""
+        return self.run_job(name, args)
+
+    async def run_job(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        on_connection: ConnectionListener | None = None,
+    ) -> AsyncGenerator[JobEvent, None]:
+        """`run` with every option. A lost connection is retried as `fetch-event-source`
+        retries it: the same POST with the same `Idempotency-Key` (one is made up when none
+        is given), so the job is submitted once, and the last event's id as `Last-Event-ID`,
+        so it continues after it."""
+        request = StreamRequest(
+            "/jobs",
+            what=f"a run of {name}",
+            method="POST",
+            json={"name": name, "args": dict(args or {})},
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+        )
+        stream = self._stream(request, JobPosition(""), self.api_key, on_connection)
+        async with aclosing(stream) as events:
+            async for event in events:
+                yield event
+
+    async def follow(
+        self, jobs: Iterable[Job | str], *, on_connection: ConnectionListener | None = None
+    ) -> AsyncGenerator[JobEvent, None]:
+        """The events of several jobs (at most 50) on one connection (`GET /events`), each
+        job's once and in order however often the connection is lost, until every job ended.
+
+        A `Job` continues after the last event it delivered and records what comes, so its
+        `wait()` returns at once afterwards; a job id starts from the job's first event.
+        Without an API key, the jobs' watch tokens are sent."""
+        watched = {job.job_id: job for job in map(self._as_job, jobs)}
+        pending = [job for job in watched.values() if job.terminal_event is None]
+        if not pending:
+            return
+        params = [("job", job.job_id) for job in pending]
+        if not self.api_key:
+            params += [("token", job.watch_token) for job in pending if job.watch_token]
+        request = StreamRequest(
+            "/events",
+            what="jobs " + ", ".join(job.job_id for job in pending),
+            params=tuple(params),
+        )
+        cursor = Cursor({job.job_id: job.last_event_id for job in pending})
+        stream = self._stream(request, cursor, self.api_key, on_connection)
+        async with aclosing(stream) as events:
+            async for event in events:
+                watched[event.job].record(event)
+                yield event
+
+    def _as_job(self, job: Job | str) -> Job:
+        return job if isinstance(job, Job) else self.job(job)
+
+    def _stream(
+        self,
+        request: StreamRequest,
+        position: Position,
+        credential: str | None,
+        on_connection: ConnectionListener | None,
+    ) -> AsyncGenerator[JobEvent, None]:
+        return stream_events(
+            self.http,
+            request,
+            position,
+            credential=credential,
+            options=self.stream_options,
+            on_connection=on_connection,
+        )
 
     async def request(
         self,

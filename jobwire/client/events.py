@@ -7,7 +7,7 @@ carries the job's state snapshot in `data["state"]`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -57,7 +57,10 @@ class JobEvent:
         }
 
 
-def parse_event(message: ServerSentEvent, job_id: str) -> JobEvent:
+def parse_event(message: ServerSentEvent, job_id: str, *, composite: bool = False) -> JobEvent:
+    """The event in `message`, of the job `job_id` unless it names its own. On a stream of
+    several jobs (`composite`) each `id:` is the cursor of every job; the event's own id is
+    its job's entry there."""
     try:
         value = orjson.loads(message.data)
     except orjson.JSONDecodeError as exc:
@@ -66,7 +69,18 @@ def parse_event(message: ServerSentEvent, job_id: str) -> JobEvent:
         raise InvalidEvent(f"{message.event} event data is not a JSON object")
     if message.id is None:
         return _unstored(message.event, value, job_id)
+    if composite:
+        message = replace(message, id=_entry_of(message.id, value.get("job")))
     return _stored(message, value)
+
+
+def _entry_of(cursor: str, job: object) -> str:
+    """`job`'s position in `cursor`: `<job>:<ms>-<seq>` entries joined by `,`."""
+    for entry in cursor.split(","):
+        job_id, _, position = entry.rpartition(":")
+        if job_id == job:
+            return position
+    raise InvalidEvent(f"the cursor {cursor[:100]!r} has no entry for the event's job")
 
 
 def _stored(message: ServerSentEvent, envelope: dict[str, Any]) -> JobEvent:

@@ -11,7 +11,8 @@ import httpx
 
 from jobwire.client.errors import GatewayError, JobCancelled, JobFailed
 from jobwire.client.events import JobEvent
-from jobwire.client.stream import ConnectionListener, StreamOptions, stream_events
+from jobwire.client.position import JobPosition
+from jobwire.client.stream import ConnectionListener, StreamOptions, StreamRequest, stream_events
 from shared.events import TERMINAL_TYPES, EventType
 
 __all__ = ["Job", "JobClient"]
@@ -73,22 +74,26 @@ class Job:
         """
         stream = stream_events(
             self._client.http,
-            self.job_id,
-            f"{self._path}/events",
+            StreamRequest(f"{self._path}/events", what=f"job {self.job_id}"),
+            JobPosition(self.job_id, after),
             # The key never expires mid-watch the way a watch token may; the token is for
             # watchers that hold no key.
             credential=self._client.api_key or self.watch_token,
-            after=after,
             options=self._client.stream_options,
             on_connection=on_connection,
         )
         async with aclosing(stream) as events:
             async for event in events:
-                if event.id is not None:
-                    self.last_event_id = event.id
-                if event.is_terminal:
-                    self.terminal_event = event
+                self.record(event)
                 yield event
+
+    def record(self, event: JobEvent) -> None:
+        """Notes an event of this job delivered (here, or on a stream of several jobs), so
+        that `wait()` continues after it."""
+        if event.id is not None:
+            self.last_event_id = event.id
+        if event.is_terminal:
+            self.terminal_event = event
 
     async def wait(self) -> Any:
         """The job's result; raises `JobFailed` or `JobCancelled` if it did not complete.

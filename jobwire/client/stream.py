@@ -1,27 +1,29 @@
-"""One job's events across any number of connections: the resume loop.
+"""Events across any number of connections: the resume loop, for one job's stream, several
+jobs' (`GET /events`) and a submit-and-stream (`POST /jobs`).
 
 On a network error, a timeout, an early end of the stream or an answer other than 200, it
-waits (exponential backoff with jitter) and reconnects with `Last-Event-ID` set to the last
-stored event it delivered. The gateway then sends exactly what came after, and any event at or
-before that position is dropped anyway, so a consumer never sees a duplicate. It stops after
-the terminal event, on 204 (nothing left after the position), and raises on a 4xx that
-retrying cannot fix (400, 401, 403, 404, ...).
+waits (exponential backoff with jitter) and sends the same request again with
+`Last-Event-ID` set to where it is (`jobwire.client.position`): the last stored event it
+delivered, or for several jobs the cursor of each. The gateway then sends exactly what came
+after, and any event at or before that position is dropped anyway, so a consumer never sees a
+duplicate. It stops after the terminal event (of every job), on 204 (nothing left after the
+position), and raises on a 4xx that retrying cannot fix (400, 401, 403, 404, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import httpx
 
 from jobwire.client.backoff import Backoff
 from jobwire.client.errors import GatewayUnreachable
-from jobwire.client.events import InvalidEvent, JobEvent, parse_event
+from jobwire.client.events import InvalidEvent, JobEvent
 from jobwire.client.http import (
     RETRYABLE_CLIENT_ERRORS,
     authorization,
@@ -29,15 +31,16 @@ from jobwire.client.http import (
     rejection,
     retry_after_s,
 )
+from jobwire.client.position import Position
 from jobwire.client.sse import EventStreamTooLarge, SSEParser
 from shared.settings import Settings
-from shared.streamid import StreamId
 
 __all__ = [
     "DEFAULT_READ_TIMEOUT_S",
     "ConnectionListener",
     "ConnectionState",
     "StreamOptions",
+    "StreamRequest",
     "stream_events",
 ]
 
@@ -80,26 +83,6 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-class _Position:
-    """The last stored event delivered. After a `reset` the gateway starts over from what the
-    stream still holds, so the next stored event is taken whatever its id."""
-
-    def __init__(self, after: str | None) -> None:
-        self.last = None if after is None else StreamId.parse(after)
-        self._after_reset = False
-
-    def take(self, event: JobEvent) -> bool:
-        """Whether `event` is new; moves the position if it is."""
-        stream_id = event.stream_id
-        if stream_id is None:
-            self._after_reset = self._after_reset or event.is_reset
-            return True
-        if self.last is not None and stream_id <= self.last and not self._after_reset:
-            return False
-        self.last, self._after_reset = stream_id, False
-        return True
-
-
 class _Silence:
     """Since when nothing came from the gateway on an event stream, against the time allowed.
 
@@ -108,9 +91,9 @@ class _Silence:
     timeout and be given up on only after several of them.
     """
 
-    def __init__(self, limit_s: float | None, url: str, job_id: str) -> None:
+    def __init__(self, limit_s: float | None, url: str, what: str) -> None:
         self._limit_s = limit_s
-        self._url, self._job_id = url, job_id
+        self._url, self._what = url, what
         self._since = time.monotonic()
 
     def heard(self) -> None:
@@ -128,30 +111,49 @@ class _Silence:
         if left_s is not None and left_s <= 0:
             raise GatewayUnreachable(
                 f"giving up: nothing from the gateway at {self._url} for {self._limit_s:g} s"
-                f" (job {self._job_id}; last: {reason})"
+                f" ({self._what}; last: {reason})"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """What every attempt sends, besides the position (`Last-Event-ID`) and the credential."""
+
+    path: str
+    what: str  # what is streamed, for messages: "job 3f0c…"
+    method: str = "GET"
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 async def stream_events(
     http: httpx.AsyncClient,
-    job_id: str,
-    path: str,
+    request: StreamRequest,
+    position: Position,
     *,
     credential: str | None = None,
-    after: str | None = None,
     options: StreamOptions = StreamOptions(),
     on_connection: ConnectionListener | None = None,
 ) -> AsyncGenerator[JobEvent, None]:
-    """Every event of the job after `after` (from its first without it), each exactly once."""
-    position = _Position(after)
+    """Every event after `position` (which it moves), each exactly once, until `position`
+    is finished or the gateway answers 204."""
     failures = 0
-    silence = _Silence(options.give_up_after_s, str(http.base_url).rstrip("/"), job_id)
+    silence = _Silence(options.give_up_after_s, str(http.base_url).rstrip("/"), request.what)
     timeout = httpx.Timeout(options.connect_timeout_s, read=options.read_timeout_s)
     while True:
         retry_after = None
         try:
-            headers = _headers(position.last, credential)
-            async with _response(http, path, headers, timeout, silence.left_s()) as response:
+            headers = {**request.headers, **_headers(position.last_event_id, credential)}
+            sent = http.build_request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers=headers,
+                timeout=timeout,
+            )
+            async with _response(http, sent, silence.left_s()) as response:
                 if await _finished(response):
                     return
                 silence.heard()
@@ -164,12 +166,12 @@ async def stream_events(
                     async for chunk in chunks:
                         silence.heard()
                         for message in parser.feed(chunk):
-                            event = parse_event(message, job_id)
+                            event = position.read(message)
                             if not position.take(event):
                                 continue
                             failures = 0
                             yield event
-                            if event.is_terminal:
+                            if position.finished:
                                 return
             reason = "the stream ended before the job did"
         except TimeoutError:  # only _response's bound raises it; httpx raises its own
@@ -194,15 +196,10 @@ async def stream_events(
 
 @asynccontextmanager
 async def _response(
-    http: httpx.AsyncClient,
-    path: str,
-    headers: dict[str, str],
-    timeout: httpx.Timeout,
-    answer_within_s: float | None,
+    http: httpx.AsyncClient, request: httpx.Request, answer_within_s: float | None
 ) -> AsyncIterator[httpx.Response]:
     """The stream's response, its head awaited at most `answer_within_s` (None: as long as
     httpx's timeouts allow); raises TimeoutError past that. The body is read without it."""
-    request = http.build_request("GET", path, headers=headers, timeout=timeout)
     async with asyncio.timeout(answer_within_s):
         response = await http.send(request, stream=True)
     try:
@@ -211,10 +208,10 @@ async def _response(
         await response.aclose()
 
 
-def _headers(position: StreamId | None, credential: str | None) -> dict[str, str]:
+def _headers(position: str | None, credential: str | None) -> dict[str, str]:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if position is not None:
-        headers["Last-Event-ID"] = str(position)
+        headers["Last-Event-ID"] = position
     return headers | authorization(credential)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -47,6 +47,19 @@ class _LoopThread:
             # Ctrl-C (or any error) in the caller: stop the work in the loop too.
             future.cancel()
             raise
+
+    def iterate(self, events: AsyncIterator[T]) -> Iterator[T]:
+        """`events`, run on the loop, one item at a time; closed there when left early."""
+        try:
+            while True:
+                try:
+                    yield self.run(events.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None and not self.closed:
+                self.run(aclose())
 
     def stop(self) -> None:
         if self.closed:
@@ -98,6 +111,34 @@ class SyncClient:
     def job(self, job_id: str, watch_token: str | None = None) -> SyncJob:
         return SyncJob(self._runner, self._client.job(job_id, watch_token))
 
+    def run(self, name: str, /, **args: Any) -> Iterator[JobEvent]:
+        """As `Client.run`: submits the job and yields its events from the same request."""
+        return self._runner.iterate(self._client.run(name, **args))
+
+    def run_job(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        on_connection: ConnectionListener | None = None,
+    ) -> Iterator[JobEvent]:
+        """As `Client.run_job`; `on_connection` is called on the client's thread."""
+        events = self._client.run_job(
+            name, args, idempotency_key=idempotency_key, on_connection=on_connection
+        )
+        return self._runner.iterate(events)
+
+    def follow(
+        self,
+        jobs: Iterable[SyncJob | str],
+        *,
+        on_connection: ConnectionListener | None = None,
+    ) -> Iterator[JobEvent]:
+        """As `Client.follow`: the events of several jobs on one connection."""
+        unwrapped = [job.job if isinstance(job, SyncJob) else job for job in jobs]
+        return self._runner.iterate(self._client.follow(unwrapped, on_connection=on_connection))
+
 
 async def _make_client(base_url: str, api_key: str | None, options: dict[str, Any]) -> Client:
     # httpx binds nothing to a loop at construction, but making it on the loop that will use it
@@ -122,17 +163,7 @@ class SyncJob:
         self, *, after: str | None = None, on_connection: ConnectionListener | None = None
     ) -> Iterator[JobEvent]:
         """As `Job.events`; `on_connection` is called on the client's thread."""
-        events: AsyncIterator[JobEvent] = self.job.events(after=after, on_connection=on_connection)
-        try:
-            while True:
-                try:
-                    yield self._runner.run(events.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None and not self._runner.closed:
-                self._runner.run(aclose())
+        return self._runner.iterate(self.job.events(after=after, on_connection=on_connection))
 
     def wait(self, timeout_s: float | None = None) -> Any:
         return self._runner.run(_bounded(self.job.wait(), timeout_s))

@@ -12,13 +12,23 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from jobwire.client import Backoff, Client, JobEvent
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
+from tests.client_support import running_proxy
 from tests.feeds import FEED_JOB_NAME, advertise_feed, new_feed_jobs, play_job
 from tests.processes import ProcessGroup
-from tests.support import wait_until
-from tests.watchers import Verdict, Watch, submit_and_watch, verify, watch_client, watch_job
+from tests.support import scaled, stream_ids, wait_until
+from tests.watchers import (
+    TEST_API_KEY,
+    Verdict,
+    Watch,
+    submit_and_watch,
+    verify,
+    watch_client,
+    watch_job,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,6 +123,54 @@ async def test_a_submit_and_stream_retried_on_another_gateway_resumes_exactly(
     assert result.ids.index(retry["Last-Event-ID"]) >= 29
     assert retry["Idempotency-Key"] == first["Idempotency-Key"] == "chat-1"
     assert result.made_up == []
+
+
+async def test_the_python_client_moves_to_another_gateway_exactly(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    """`Client.run` (submit-and-stream) and `Client.follow` (several jobs on one stream),
+    their gateway killed mid-stream, each resumed on another one."""
+    doomed, survivor = await asyncio.gather(
+        processes.gateway(settings), processes.gateway(settings)
+    )
+    keys = Keys(settings.key_prefix)
+    publisher = Publisher(redis, settings)
+    async with doomed.client() as api:
+        followed = await new_feed_jobs(api, redis, keys, 3)
+    ran: list[JobEvent] = []
+    seen: list[JobEvent] = []
+
+    async def consume(events: AsyncIterator[JobEvent], into: list[JobEvent]) -> None:
+        async for event in events:
+            into.append(event)
+
+    fast = Backoff(0.02, 0.2)
+    async with (
+        running_proxy(doomed.url) as proxy,
+        Client(proxy.url, TEST_API_KEY, backoff=fast) as client,
+    ):
+        consumers = asyncio.gather(
+            consume(client.run(FEED_JOB_NAME), ran),
+            consume(client.follow(followed), seen),
+        )
+        await wait_until(lambda: ran, message="the run's queued event")
+        job_ids = [ran[0].job, *followed]
+        feeds = asyncio.gather(
+            *(play_job(publisher, job, events=100, interval_s=0.01) for job in job_ids)
+        )
+        await wait_until(lambda: len(ran) >= 20 and len(seen) >= 40, message="streaming")
+        proxy.target_url = survivor.url
+        await doomed.kill()
+        await feeds
+        await asyncio.wait_for(consumers, scaled(20))
+
+    assert [event.id for event in ran] == await stream_ids(redis, settings, ran[0].job)
+    for job_id in followed:
+        got = [event.id for event in seen if event.job == job_id]
+        assert got == await stream_ids(redis, settings, job_id)
+    assert len(ran) + len(seen) == 4 * (1 + 100 + 2)
+    retries = [head for head in proxy.requests if b"\r\nLast-Event-ID: " in head]
+    assert sorted(head.split(b" ")[0] for head in retries) == [b"GET", b"POST"]
 
 
 async def test_sigterm_ends_open_streams_at_once_and_the_gateway_exits(

@@ -93,7 +93,7 @@ def _readme_client_examples() -> list[str]:
 @pytest.mark.timeout(60)
 async def test_the_readme_client_examples_run_as_written(keyed_stack: Gateway) -> None:
     examples = _readme_client_examples()
-    assert len(examples) == 2
+    assert len(examples) == 3
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
     env |= {URL_ENV: keyed_stack.url, API_KEY_ENV: ALICE_KEY}
 
@@ -115,3 +115,8 @@ async def test_the_readme_client_examples_run_as_written(keyed_stack: Gateway) -
     assert "result: {'text': 'hello there'" in outputs[0]
     assert "'status': 'completed'" in outputs[0]  # the same job, looked up by its id
     assert outputs[1].strip() == "{'counted': 10}"
+    ran, *followed, waited = outputs[2].splitlines()
+    assert ran == "one request"
+    assert re.fullmatch(r"job idem-[0-9a-f]+: completed", followed[0])
+    assert [line.split()[1] for line in followed[1:]].count("completed") == 3
+    assert waited == str([{"counted": 2}] * 3)

@@ -1,4 +1,5 @@
-"""Event parsing, the resume position's duplicate rule, and the reconnect backoff."""
+"""Event parsing, the resume position's duplicate rule (one job's, and a cursor's over
+several), and the reconnect backoff."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 
 from jobwire.client.backoff import Backoff
 from jobwire.client.events import InvalidEvent, JobEvent, parse_event
+from jobwire.client.position import Cursor, JobPosition
 from jobwire.client.sse import ServerSentEvent
-from jobwire.client.stream import _Position
 from shared.events import EventType, encode_event, make_event
 
 
@@ -60,7 +61,7 @@ def test_anything_else_is_invalid(data: str, event_id: str) -> None:
 
 
 def test_the_position_drops_duplicates_comparing_ids_as_integers() -> None:
-    position = _Position(after="9-0")
+    position = JobPosition("job-1", after="9-0")
 
     assert not position.take(stored("9-0"))
     assert not position.take(stored("8-5"))
@@ -71,12 +72,41 @@ def test_the_position_drops_duplicates_comparing_ids_as_integers() -> None:
 
 
 def test_after_a_reset_the_next_stored_event_is_taken_whatever_its_id() -> None:
-    position = _Position(after="50-0")
+    position = JobPosition("job-1", after="50-0")
 
     assert position.take(reset())
     assert position.take(stored("3-0"))  # the stream the gateway holds starts over here
     assert not position.take(stored("3-0"))
     assert position.take(stored("4-0"))
+
+
+def composite(job_id: str, cursor: str, event_type: EventType = EventType.PROGRESS) -> JobEvent:
+    """An event of `job_id` as a stream of several jobs frames it: its id is the cursor."""
+    envelope = encode_event(make_event(event_type, job_id, 1, {}, ts=1)).decode()
+    return Cursor({}).read(ServerSentEvent(event_type.value, envelope, cursor))
+
+
+def test_a_cursor_keeps_one_position_per_job_and_resumes_each() -> None:
+    cursor = Cursor({"a": "5-0", "b": None})
+
+    assert cursor.last_event_id == "a:5-0"
+    first = composite("b", "a:5-0,b:9-0")
+    assert (first.job, first.id) == ("b", "9-0")
+    assert cursor.take(first)
+    assert not cursor.take(composite("a", "a:4-0,b:9-0"))  # before a's position: a duplicate
+    assert cursor.take(composite("a", "a:10-0,b:9-0"))
+    assert cursor.last_event_id == "a:10-0,b:9-0"
+    assert cursor.take(composite("a", "a:11-0,b:9-0", EventType.COMPLETED))
+    assert not cursor.finished  # b is still running
+    assert cursor.take(composite("b", "a:11-0,b:12-0", EventType.FAILED))
+    assert cursor.finished
+
+
+def test_a_cursor_refuses_events_it_cannot_place() -> None:
+    with pytest.raises(InvalidEvent):
+        composite("c", "a:1-0")  # the cursor has no entry for the event's job
+    with pytest.raises(InvalidEvent):
+        Cursor({"a": None}).take(composite("c", "c:1-0"))  # a job the stream was not asked for
 
 
 def test_backoff_grows_to_its_cap_with_jitter_and_honours_retry_after() -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from jobwire.client import Backoff, Client, ConnectionState, GatewayUnreachable, JobEvent
 from jobwire.client.stream import StreamOptions
 from shared.settings import Settings
-from tests.client_support import running_proxy
+from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, StartGateway
 from tests.support import free_port, scaled, stream_ids
 
@@ -141,3 +141,86 @@ def test_a_quiet_stream_is_given_up_only_after_missing_several_default_pings() -
     assert pings_missed >= 2
     default = inspect.signature(Client).parameters["read_timeout_s"].default
     assert default == StreamOptions().read_timeout_s
+
+
+def _cut_now(proxy: CuttableProxy, cut_after: list[int], seen: int, connected: bool) -> None:
+    """Cuts the live connection once `seen` reaches the next of `cut_after`."""
+    if cut_after and seen >= cut_after[0] and connected:
+        cut_after.pop(0)
+        proxy.cut()
+
+
+async def test_several_jobs_on_one_connection_survive_cuts_exactly(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    states: list[ConnectionState] = []
+    seen: list[JobEvent] = []
+    cursors: list[str] = []  # what each reconnect must send: the cursor when it was lost
+
+    def on_connection(state: ConnectionState) -> None:
+        states.append(state)
+        if not state.connected:
+            last = {event.job: event.id for event in seen if event.id is not None}
+            cursors.append(",".join(f"{job.job_id}:{last[job.job_id]}" for job in jobs))
+
+    cut_after = [6, 20, 45]
+    async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        jobs = [await client.submit("demo.tokens", text=TEXT, delay_ms=10) for _ in range(3)]
+        async with asyncio.timeout(scaled(30)):
+            async for event in client.follow(jobs, on_connection=on_connection):
+                seen.append(event)
+                _cut_now(proxy, cut_after, len(seen), states[-1].connected)
+        requests_before_wait = len(proxy.requests)
+        results = [await job.wait() for job in jobs]
+
+    assert proxy.cuts == 3
+    for job in jobs:
+        got = [event.id for event in seen if event.job == job.job_id]
+        assert got == await stream_ids(redis, settings, job.job_id)
+    # Each job recorded what the stream delivered: waiting asks the gateway nothing more.
+    assert len(proxy.requests) == requests_before_wait
+    terminals = [job.terminal_event for job in jobs]
+    assert [event.type if event else None for event in terminals] == ["completed"] * 3
+    assert results == [event.data["result"] for event in terminals if event]
+    streams = [head for head in proxy.requests if head.startswith(b"GET /events?")]
+    assert len(streams) == 4
+    query = "&".join(f"job={job.job_id}" for job in jobs)
+    assert all(head.startswith(f"GET /events?{query} ".encode()) for head in streams)
+    assert b"last-event-id" not in streams[0].lower()
+    for head, cursor in zip(streams[1:], cursors, strict=True):
+        assert f"\r\nlast-event-id: {cursor}\r\n".encode() in head.lower()
+
+
+async def test_a_run_survives_cuts_as_one_job_submitted_once(
+    stack: Gateway, redis: Redis, settings: Settings
+) -> None:
+    states: list[ConnectionState] = []
+    seen: list[JobEvent] = []
+    resumed_from: list[str | None] = []
+
+    def on_connection(state: ConnectionState) -> None:
+        states.append(state)
+        if not state.connected:
+            resumed_from.append(seen[-1].id)
+
+    cut_after = [1, 10, 25]
+    async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        async with asyncio.timeout(scaled(30)):
+            events = client.run_job(
+                "demo.tokens", {"text": TEXT, "delay_ms": 10}, on_connection=on_connection
+            )
+            async for event in events:
+                seen.append(event)
+                _cut_now(proxy, cut_after, len(seen), states[-1].connected)
+
+    job_id = seen[0].job
+    assert [event.id for event in seen] == await stream_ids(redis, settings, job_id)
+    assert [event.type for event in seen].count("started") == 1
+    assert "".join(e.data["token"] for e in seen if e.type == "data") == TEXT
+    posts = [head.lower() for head in proxy.requests if head.startswith(b"POST /jobs ")]
+    assert len(posts) == 4
+    keys = {line for head in posts for line in head.split(b"\r\n") if b"idempotency-key" in line}
+    assert len(keys) == 1
+    assert b"last-event-id" not in posts[0]
+    for head, position in zip(posts[1:], resumed_from, strict=True):
+        assert f"\r\nlast-event-id: {position}\r\n".encode() in head
