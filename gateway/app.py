@@ -21,6 +21,7 @@ from gateway.endpoints import (
     health,
     jobs,
     listing,
+    metrics,
     multistream,
     openapi,
     page,
@@ -29,11 +30,14 @@ from gateway.endpoints import (
 )
 from gateway.endpoints.dispatch import GatewayApp
 from gateway.endpoints.errors import error_response, exception_handlers
+from gateway.endpoints.instruments import GatewayInstruments
 from gateway.endpoints.limits import Limits
 from gateway.endpoints.redaction import install_log_redaction
 from gateway.endpoints.requestlog import install_probe_filter
 from gateway.endpoints.services import Services
+from gateway.endpoints.tally import RequestTally
 from gateway.endpoints.tokens import Access
+from gateway.engine.counters import GatewayCounters
 from gateway.engine.hub import Hub
 from shared.clients import connection_pool, create_redis
 from shared.keys import Keys
@@ -49,13 +53,17 @@ EVENTS_CONNECTIONS = 4
 QUEUE_CONNECTIONS = 2
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlette:
     """The gateway app. `app.state.shutdown` is set when the server begins shutting down.
+    `metrics_dir`: where the processes sharing the port keep their metrics (prometheus_client's
+    multiprocess mode, `gateway.processes.supervisor`); None for a process on its own.
 
     Raises SettingsError when auth is on without API keys or a token secret.
     """
     shutdown = asyncio.Event()
     access = Access.from_settings(settings)
+    counters = GatewayCounters()
+    instruments = GatewayInstruments(counters, metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,8 +86,11 @@ def create_app(settings: Settings) -> Starlette:
             ),
             default_queue_name=settings.queue_name,
         )
-        hub = Hub(redis, settings)
+        hub = Hub(redis, settings, counters)
         await hub.start(shutdown)
+        syncing = (
+            None if metrics_dir is None else asyncio.create_task(instruments.sync_forever(hub))
+        )
         app.state.services = Services(
             settings=settings,
             redis=redis,
@@ -93,6 +104,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             shutdown.set()
+            if syncing is not None:
+                syncing.cancel()
             await hub.close()
             await queue.aclose()
             await queue.connection_pool.disconnect()
@@ -110,6 +123,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         *page.routes(),
         *docs.routes(),
     ]
@@ -120,9 +134,11 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=exception_handlers,
         lifespan=lifespan,
         middleware=_cors(settings),
+        tally=RequestTally(counters, routes),
     )
     app.state.shutdown = shutdown
     app.state.access = access
+    app.state.instruments = instruments
     app.state.limits = Limits(settings)
     return app
 

@@ -30,6 +30,7 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MIN_SECRET_CHARS = 32
+MIN_METRICS_KEY_CHARS = 16
 LOG_FORMATS = ("text", "json")
 _ORIGIN = re.compile(r"https?://[^/\s?#,]+")
 
@@ -124,6 +125,13 @@ class Settings:
     job_timeout_s: float = _setting(3_600.0, "A job running longer than this fails.")
     max_tries: int = _setting(3, "Attempts a retryable job gets before it fails.")
     retry_delay_s: float = _setting(1.0, "Delay before a retryable job runs again.")
+    jobs: str = _setting(
+        "",
+        "The jobs a worker runs: `module:attribute` paths to JobRegistry objects, comma- or "
+        "space-separated (`myapp.jobs:jobs other.mod:registry`), imported from the working "
+        "directory or the installed packages. Paths given to `jobwire worker` or `jobwire up` "
+        "take its place. Empty: the demo jobs.",
+    )
     worker_concurrency: int = _setting(10, "Jobs one worker runs at the same time.")
     worker_poll_s: float = _setting(
         0.5, "How often a worker polls for new jobs and aborts (cancel latency)."
@@ -139,6 +147,19 @@ class Settings:
         "puts them back in the queue (`retrying`). Keep it below the orchestrator's stop timeout.",
     )
     log_level: str = _setting("INFO", "Log level of the gateway and worker.")
+    metrics_key: str = _setting(
+        "",
+        "A bearer token that opens the gateway's GET /metrics (and nothing else) from any "
+        "address, for a Prometheus elsewhere; 16+ characters. Peers on loopback need no "
+        "token, and an API key opens it too.",
+        secret=True,
+    )
+    worker_metrics_port: int = _setting(
+        0, "Port of each worker's Prometheus listener (GET /metrics); 0: no listener."
+    )
+    worker_metrics_host: str = _setting(
+        "127.0.0.1", "Address a worker's Prometheus listener binds (0.0.0.0: every interface)."
+    )
     log_format: str = _setting(
         "text",
         "`text`: lines for people; `json`: one JSON object per line from every process "
@@ -263,8 +284,15 @@ class Settings:
                 f"{ENV_PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
                 f"got {self.log_format!r}"
             )
-        if not 0 <= self.port <= 65_535:
-            raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, got {self.port}")
+        for name in ("port", "worker_metrics_port"):
+            if not 0 <= getattr(self, name) <= 65_535:
+                raise SettingsError(
+                    f"{env_name(name)} must be a TCP port, got {getattr(self, name)}"
+                )
+        if self.metrics_key and len(self.metrics_key) < MIN_METRICS_KEY_CHARS:
+            raise SettingsError(
+                f"{ENV_PREFIX}METRICS_KEY must be at least {MIN_METRICS_KEY_CHARS} characters"
+            )
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise SettingsError(f"{ENV_PREFIX}KEY_PREFIX must be non-empty, without braces")
         parse_api_keys(self.api_keys, id_secret=self.token_secret)
@@ -286,6 +314,10 @@ class Settings:
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def job_paths(self) -> list[str]:
+        return [path for path in re.split(r"[\s,]+", self.jobs) if path]
 
     @property
     def events_redis_url(self) -> str:

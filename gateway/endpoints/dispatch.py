@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.endpoints.requestlog import request_id, tagged_send
+from gateway.endpoints.tally import RequestTally
 
 __all__ = ["GatewayApp"]
 
@@ -39,9 +40,11 @@ class GatewayApp(Starlette):
         job_events: Endpoint,
         multi_events: Endpoint,
         exception_handlers: Mapping[Any, ExceptionHandler],
+        tally: RequestTally | None = None,
         **options: Any,
     ) -> None:
         super().__init__(exception_handlers=dict(exception_handlers), **options)
+        self._tally = tally
         self._job_events = job_events
         self._multi_events = multi_events
         self._handlers = exception_handlers
@@ -49,6 +52,8 @@ class GatewayApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             send = tagged_send(send, request_id(scope))
+            if self._tally is not None:
+                send = self._tally.counting(scope, send)
         endpoint = self._stream_endpoint(scope)
         if endpoint is None:
             await super().__call__(scope, receive, send)
@@ -69,11 +74,13 @@ class GatewayApp(Starlette):
         path: str = scope["path"]
         if path == "/events":
             scope["path_params"] = {}
+            scope["endpoint"] = self._multi_events  # as Starlette's router would
             return self._multi_events
         match = _JOB_EVENTS.fullmatch(path)
         if match is None:
             return None
         scope["path_params"] = {"job_id": match[1]}
+        scope["endpoint"] = self._job_events
         return self._job_events
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler:

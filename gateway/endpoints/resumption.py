@@ -31,12 +31,13 @@ from redis.exceptions import ResponseError
 
 from gateway.endpoints.auth import Viewer
 from gateway.endpoints.services import Services
+from gateway.engine.counters import GatewayCounters, ResumeKind
 from gateway.engine.hub import Hub
 from gateway.engine.resume import Resume
 from shared.state import OWNER, TERMINAL_STATUSES, JobStatus, TokenBinding, binding_of, snapshot
 from shared.streamid import StreamId
 
-__all__ = ["UnknownJobs", "resume_points"]
+__all__ = ["UnknownJobs", "count_resumes", "resume_points"]
 
 Positions = Mapping[str, StreamId | None]
 
@@ -91,6 +92,21 @@ async def resume_points(svc: Services, viewer: Viewer, positions: Positions) -> 
         )
         for job_id, position in positions.items()
     ]
+
+
+def count_resumes(counters: GatewayCounters, positions: Positions, resumes: list[Resume]) -> None:
+    """Count how each job of a stream request that named a position in it resumes."""
+    for resume in resumes:
+        if positions[resume.job_id] is not None:
+            counters.resumes[_kind(resume)] += 1
+
+
+def _kind(resume: Resume) -> ResumeKind:
+    if resume.finished:
+        return ResumeKind.FINISHED
+    if resume.from_ring:
+        return ResumeKind.RING
+    return ResumeKind.REDIS if resume.reset is None else ResumeKind.RESET
 
 
 def _vouched_by_ring(hub: Hub, viewer: Viewer, positions: Positions) -> dict[str, Resume]:

@@ -19,7 +19,7 @@ from gateway.endpoints.auth import Viewer, require_viewer
 from gateway.endpoints.limits import limits
 from gateway.endpoints.lookup import job_not_found, path_job_id
 from gateway.endpoints.position import parse_position, requested
-from gateway.endpoints.resumption import UnknownJobs, resume_points
+from gateway.endpoints.resumption import UnknownJobs, count_resumes, resume_points
 from gateway.endpoints.services import Services, services
 from gateway.engine.response import HEADERS, EventStreamResponse
 from gateway.engine.resume import Resume
@@ -63,6 +63,7 @@ async def respond(
         return _headers_only(await resume_points(svc, viewer, positions))
     with limits(request).open_stream(viewer.counted_keys) as slot:
         resumes = await resume_points(svc, viewer, positions)
+        count_resumes(svc.hub.counters, positions, resumes)
         if _finished(resumes):
             return Response(status_code=204)
         return slot.guard(event_stream(svc, resumes, composite=composite))

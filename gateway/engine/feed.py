@@ -52,6 +52,9 @@ class Feed:
     stalled: bool = False  # `stalled` was sent and no event came since
     binding: TokenBinding | None = None  # who may watch the job; None: not known here
     began_ms: int = 0  # when the job now under this id was queued, if the feed saw it
+    # When the job was queued, until its `started` is seen here (for the submit-to-first-
+    # event delay); 0: not known, or already started.
+    queued_ms: int = 0
     by_token: dict[Subscriber, int] = field(default_factory=dict)  # -> its token's generation
 
     @property
@@ -108,7 +111,7 @@ class Feed:
             ring.clear()
             self.ring_bytes = 0
             self.binding = None
-            self.began_ms = entry.ts
+            self.began_ms = self.queued_ms = entry.ts
         ring.append(entry)
         self.ring_bytes += entry.size
         while len(ring) > self.max_ring_entries or (

@@ -12,6 +12,9 @@ the ring when it holds the position, else with XRANGE) while live events wait in
 list; it drops those it already has by id. Which jobs are watched, and for how long after their
 last subscriber left, is the `watchlist`'s; reading a stream when the ring does not hold a
 position is the `backfill`'s.
+
+What it does is counted in plain integers (`counters`), once per event or per flush, never
+with a metric call per subscriber: the /metrics endpoint reads them at scrape time.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from redis.exceptions import RedisError
 
 from gateway.engine.backfill import Backfill
 from gateway.engine.connection import Connection
+from gateway.engine.counters import GatewayCounters
 from gateway.engine.entry import BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from gateway.engine.liveness import note, ping_forever, watch_stalls
@@ -32,8 +36,10 @@ from gateway.engine.reader import PubSubReader
 from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Outcome, Subscriber
 from gateway.engine.watchlist import Watchlist
+from shared.events import EventType, now_ms
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.state import JobStatus
 from shared.streamid import StreamId
 
 __all__ = ["Hub"]
@@ -44,16 +50,19 @@ _SUBSCRIBE_TIMEOUT_S = 30.0
 
 
 class Hub:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, counters: GatewayCounters | None = None
+    ) -> None:
         self._redis = redis
         self._settings = settings
+        self.counters = GatewayCounters() if counters is None else counters
         self._keys = Keys(settings.key_prefix)
         self._subscribers: set[Subscriber] = set()
         self._dirty: set[Subscriber] = set()
         self._flush_scheduled = False
         self._bad_entries = BadEntryLog()
         self._reader = PubSubReader(
-            redis, self._keys, self._dispatch, self._revoke, self._bad_entries
+            redis, self._keys, self._dispatch, self._revoke, self._bad_entries, self.counters
         )
         self._feeds = Watchlist(self._keys, settings, self._reader)
         self._backfill = Backfill(
@@ -110,6 +119,22 @@ class Hub:
         """Announced or stored entries skipped as not deliverable events, since start."""
         return self._bad_entries.count
 
+    @property
+    def open_streams(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def watched_jobs(self) -> int:
+        return len(self._feeds)
+
+    def subscriptions(self) -> int:
+        """Subscribers summed over the watched jobs (a stream of three jobs counts three);
+        O(watched jobs): for a scrape, not the hot path."""
+        return sum(
+            len(feed.live) + len(feed.live_composite) + len(feed.joining) + len(feed.ahead)
+            for feed in self._feeds.values()
+        )
+
     def counts(self) -> dict[str, int]:
         """What the hub holds: for tests and debugging; no endpoint reports it."""
         return {
@@ -155,6 +180,8 @@ class Hub:
         feed.learn(resume, subscriber)
         if resume.updated_at > feed.last_event_ms:
             note(feed, resume.status, resume.updated_at)
+        if resume.status == JobStatus.QUEUED and not feed.queued_ms:
+            feed.queued_ms = resume.updated_at
         feed.joining.add(subscriber)
         subscriber.holding[job_id] = []
         try:
@@ -180,7 +207,14 @@ class Hub:
         last = feed.ring[-1]
         finished = last.id == position and last.terminal
         return Resume(
-            job_id, position, None, finished, feed.status, feed.last_event_ms, feed.binding
+            job_id,
+            position,
+            None,
+            finished,
+            feed.status,
+            feed.last_event_ms,
+            feed.binding,
+            from_ring=True,
         )
 
     def _revoke(self, feed: Feed, generation: int) -> None:
@@ -202,12 +236,13 @@ class Hub:
     async def _write_now(self, subscriber: Subscriber) -> None:
         """Write the subscriber's outbox and wait until the client has taken most of it."""
         self._dirty.discard(subscriber)
-        self._write(subscriber)
+        self.counters.bytes_written += self._write(subscriber)
         if subscriber.done.done():
             return
         try:
             await asyncio.wait_for(subscriber.connection.drain(), self._settings.send_timeout_s)
         except TimeoutError:
+            self.counters.send_timeouts += 1
             self._end(subscriber, Outcome.CUT)
 
     # -- delivering ---------------------------------------------------------------------
@@ -217,7 +252,11 @@ class Hub:
         if not feed.record(entry):
             return  # already delivered (pub/sub and a catch-up read overlap)
         note(feed, entry.type, entry.ts)
+        if entry.type == EventType.STARTED and feed.queued_ms:
+            self.counters.first_event_delays.append((now_ms() - feed.queued_ms) / 1000)
+            feed.queued_ms = 0
         frame = entry.frame
+        self.counters.events_delivered += len(feed.live)
         for subscriber in feed.live:
             subscriber.outbox.append(frame)
         self._dirty.update(feed.live)
@@ -244,6 +283,7 @@ class Hub:
         if job_id not in subscriber.open_jobs:
             return
         subscriber.cursor[job_id] = entry.id
+        self.counters.events_delivered += 1
         self._send(subscriber, subscriber.frame_for(job_id, entry))
         if entry.terminal:
             self._close_job(subscriber, job_id)
@@ -270,14 +310,17 @@ class Hub:
         """Write each waiting outbox in one write (frames queued together go out together)."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
+        written = 0
         for subscriber in dirty:
-            self._write(subscriber)
+            written += self._write(subscriber)
+        self.counters.bytes_written += written
 
-    def _write(self, subscriber: Subscriber) -> None:
+    def _write(self, subscriber: Subscriber) -> int:
+        """Write the outbox; the bytes written (the caller counts them, once per flush)."""
         outbox = subscriber.outbox
         if subscriber.done.done():
             outbox.clear()
-            return
+            return 0
         data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
         outbox.clear()
         connection = subscriber.connection
@@ -285,9 +328,11 @@ class Hub:
             connection.write(data)
         subscriber.wrote = True
         if connection.exceeds(self._settings.max_buffer_bytes):
+            self.counters.slow_consumer_cutoffs += 1
             self._end(subscriber, Outcome.CUT)
         elif subscriber.finishing:
             self._end(subscriber, Outcome.FINISHED)
+        return len(data)
 
     def _end(self, subscriber: Subscriber, outcome: Outcome) -> None:
         if subscriber.done.done():

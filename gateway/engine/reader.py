@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as AbstractConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.engine.counters import GatewayCounters
 from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.feed import Feed
 from shared.keys import Keys
@@ -65,6 +66,7 @@ class PubSubReader:
         dispatch: Callable[[Feed, Entry], None],
         revoke: Callable[[Feed, int], None],
         bad_entries: BadEntryLog,
+        counters: GatewayCounters,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -76,6 +78,7 @@ class PubSubReader:
         self._has_feeds = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._bad_entries = bad_entries
+        self._counters = counters
         self._clock = RedisClock()
         self._running = False
         self._down_since: float | None = time.monotonic()  # not connected yet
@@ -135,6 +138,7 @@ class PubSubReader:
                 await self._read_messages()
             except (AbstractConnectionError, RedisTimeoutError, OSError) as exc:
                 self._lost()
+                self._counters.pubsub_reconnects += 1
                 delay = _backoff(attempt)
                 attempt += 1
                 logger.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)

@@ -55,7 +55,7 @@ class EventStreamResponse:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             except TimeoutError:
-                pass
+                self._hub.counters.send_timeouts += 1
         # Too slow to take what it was sent: drop it; it resumes from its Last-Event-ID.
         connection.abort()
         await connection.wait_closed()

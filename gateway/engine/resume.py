@@ -32,6 +32,7 @@ class Resume:
     # job for this subscriber (None: not a token), so revoking it ends the stream.
     binding: TokenBinding | None = None
     token_generation: int | None = None
+    from_ring: bool = False  # vouched for by the hub's ring of recent events (no Redis read)
 
 
 def format_cursor(cursor: dict[str, StreamId]) -> str:

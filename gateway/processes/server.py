@@ -67,9 +67,13 @@ class GatewayServer(uvicorn.Server):
 
 
 def build_server(
-    settings: Settings, gc_policy: GcPolicy | None = None, **config: object
+    settings: Settings,
+    gc_policy: GcPolicy | None = None,
+    *,
+    metrics_dir: str | None = None,
+    **config: object,
 ) -> GatewayServer:
-    app = create_app(settings)
+    app = create_app(settings, metrics_dir=metrics_dir)
     uvicorn_config = uvicorn.Config(
         app,
         host=settings.host,
@@ -91,8 +95,11 @@ def _log_config(settings: Settings) -> dict[str, Any] | None:
     return LOGGING_CONFIG if settings.log_format == "text" else None
 
 
-def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+def serve(
+    settings: Settings, sock: socket.socket | None = None, *, metrics_dir: str | None = None
+) -> None:
     """Run the gateway as this process's only job, owning its garbage-collection policy;
-    on `sock` when given (one of several processes), else on the settings' host and port."""
-    server = build_server(settings, GcPolicy(settings.gc_full_collect_s))
+    on `sock` when given (one of several processes, keeping metrics in `metrics_dir`), else on
+    the settings' host and port."""
+    server = build_server(settings, GcPolicy(settings.gc_full_collect_s), metrics_dir=metrics_dir)
     server.run(sockets=None if sock is None else [sock])

@@ -9,6 +9,12 @@ exactly, as it would on another replica.
 The supervisor only starts the processes, passes SIGINT/SIGTERM on to them, restarts one that
 dies, and stops them all when one cannot even bind its socket; a process whose supervisor was
 killed stops by itself.
+
+Metrics: a scrape is answered by whichever process the kernel hands the connection, so each
+process keeps its metrics in a file of one directory the supervisor makes (prometheus_client's
+multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`, set before the processes start) and a scrape
+sums them all. The gauges of a process that exited are dropped (`mark_process_dead`), its
+counters kept so that totals never go down; the directory is removed when the supervisor ends.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +35,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from types import FrameType
 
+from prometheus_client import multiprocess
+
 from shared.logs import configure_logging
 from shared.settings import Settings
 
@@ -35,6 +45,7 @@ __all__ = ["listening_socket", "supervise"]
 logger = logging.getLogger("jobwire.gateway")
 
 RESTART_DELAY_S = 1.0
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Time a process gets after SIGTERM before it is killed: uvicorn's own graceful wait, plus
 # the hub's shutdown.
 STOP_TIMEOUT_S = 15.0
@@ -61,11 +72,15 @@ def supervise(settings: Settings, count: int) -> int:
         stopping.set()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes = [_start(context, settings, index) for index in range(count)]
+    metrics_dir = tempfile.mkdtemp(prefix="jobwire-metrics-")
+    # Read by prometheus_client when a process imports it: the spawned ones see it from start.
+    os.environ[MULTIPROC_DIR] = metrics_dir
+    processes = [_start(context, settings, index, metrics_dir) for index in range(count)]
     exit_code = 0
     try:
         while not stopping.is_set():
             for gateway in _wait_for_exits(processes):
+                _forget_gauges(gateway, metrics_dir)
                 if stopping.is_set():
                     break
                 if not gateway.listening.is_set():
@@ -79,12 +94,19 @@ def supervise(settings: Settings, count: int) -> int:
                     gateway.process.exitcode,
                 )
                 time.sleep(RESTART_DELAY_S)
-                processes[gateway.index] = _start(context, settings, gateway.index)
+                processes[gateway.index] = _start(context, settings, gateway.index, metrics_dir)
     finally:
         _stop_all([gateway.process for gateway in processes])
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(MULTIPROC_DIR, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+def _forget_gauges(gateway: _Gateway, metrics_dir: str) -> None:
+    if gateway.process.pid is not None:
+        multiprocess.mark_process_dead(gateway.process.pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -94,23 +116,25 @@ class _Gateway:
     listening: EventType  # set once the process has bound its socket
 
 
-def _start(context: SpawnContext, settings: Settings, index: int) -> _Gateway:
+def _start(context: SpawnContext, settings: Settings, index: int, metrics_dir: str) -> _Gateway:
     listening = context.Event()
     process = context.Process(
-        target=_run_one, args=(settings, listening, os.getpid()), name=f"jobwire-gateway-{index}"
+        target=_run_one,
+        args=(settings, listening, os.getpid(), metrics_dir),
+        name=f"jobwire-gateway-{index}",
     )
     process.start()
     return _Gateway(index, process, listening)
 
 
-def _run_one(settings: Settings, listening: EventType, supervisor: int) -> None:
+def _run_one(settings: Settings, listening: EventType, supervisor: int, metrics_dir: str) -> None:
     from gateway.processes.server import serve
 
     configure_logging(settings)
     _stop_when_orphaned(supervisor)
     sock = listening_socket(settings)
     listening.set()
-    serve(settings, sock=sock)
+    serve(settings, sock=sock, metrics_dir=metrics_dir)
 
 
 def _stop_when_orphaned(supervisor: int) -> None:

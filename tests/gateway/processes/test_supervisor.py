@@ -1,6 +1,6 @@
 """`JOBWIRE_GATEWAY_PROCESSES=2 jobwire gateway`: two gateway processes on one port, each with
-its own hub, resuming each other's clients exactly; one that dies is restarted, SIGTERM stops
-them all, and a process that cannot start stops the lot."""
+its own hub, resuming each other's clients exactly; a scrape of /metrics sums both; one that
+dies is restarted, SIGTERM stops them all, and a process that cannot start stops the lot."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from shared.events import EventType, make_event
@@ -181,3 +182,69 @@ async def test_processes_stop_when_their_supervisor_is_killed(
 
     await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20)
     assert not port_open(port)
+
+
+async def test_a_scrape_sums_the_metrics_of_every_process(
+    two_processes: tuple[asyncio.subprocess.Process, int], redis: Redis, settings: Settings
+) -> None:
+    _, port = two_processes
+    publisher = Publisher(redis, settings)
+    jobs = [f"scraped-{n}" for n in range(4)]
+    for job_id in jobs:
+        queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+        await publisher.publish(queued, create=True)
+        await publisher.publish(make_event(EventType.STARTED, job_id, 1, {}))
+    watchers = [
+        asyncio.create_task(raw_get(port, f"/jobs/{job_id}/events"))
+        for job_id in jobs
+        for _ in range(5)
+    ]
+    # Both processes hold some of the 20 streams: a scrape of either one alone shows fewer.
+    await wait_until(lambda: _subscribed_connections(redis, settings, count=2), timeout=20)
+    for job_id in jobs:
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
+    expected = {
+        ("jobwire_gateway_open_streams", ()): 20.0,
+        ("jobwire_gateway_events_delivered_total", ()): 60.0,  # queued, started, progress
+        (
+            "jobwire_gateway_requests_total",
+            (("method", "GET"), ("route", "/jobs/{job_id}/events"), ("status", "200")),
+        ): 20.0,
+    }
+
+    async def scrape_shows_all() -> bool:
+        return _picked(await _scrape(port), expected) == expected
+
+    await wait_until(scrape_shows_all, timeout=20)
+    for _ in range(6):  # new connections, spread over both processes
+        assert _picked(await _scrape(port), expected) == expected
+
+    for job_id in jobs:
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+    await asyncio.gather(*watchers)
+    gone = {("jobwire_gateway_open_streams", ()): 0.0}
+    await wait_until(lambda: _scrape_picks(port, gone), timeout=20)
+
+
+async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient(timeout=scaled(5)) as client:
+        response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _picked(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    wanted: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
+    return {key: samples.get(key) for key in wanted}
+
+
+async def _scrape_picks(
+    port: int, wanted: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+) -> bool:
+    return _picked(await _scrape(port), wanted) == wanted
