@@ -25,6 +25,8 @@ from tests.support import free_port, port_open, raw_get, scaled, stream_ids, wai
 pytestmark = pytest.mark.timeout(90)
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
+_Key = tuple[str, tuple[tuple[str, str], ...]]  # a sample's name and labels
+_Samples = dict[_Key, float]
 
 
 def _gateway_processes(parent: int) -> list[int]:
@@ -203,7 +205,7 @@ async def test_a_scrape_sums_the_metrics_of_every_process(
     await wait_until(lambda: _subscribed_connections(redis, settings, count=2), timeout=20)
     for job_id in jobs:
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
-    expected = {
+    expected: _Samples = {
         ("jobwire_gateway_open_streams", ()): 20.0,
         ("jobwire_gateway_events_delivered_total", ()): 60.0,  # queued, started, progress
         (
@@ -222,11 +224,11 @@ async def test_a_scrape_sums_the_metrics_of_every_process(
     for job_id in jobs:
         await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
     await asyncio.gather(*watchers)
-    gone = {("jobwire_gateway_open_streams", ()): 0.0}
+    gone: _Samples = {("jobwire_gateway_open_streams", ()): 0.0}
     await wait_until(lambda: _scrape_picks(port, gone), timeout=20)
 
 
-async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def _scrape(port: int) -> _Samples:
     async with httpx.AsyncClient(timeout=scaled(5)) as client:
         response = await client.get(f"http://127.0.0.1:{port}/metrics")
     assert response.status_code == 200, response.text
@@ -238,13 +240,11 @@ async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def _picked(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-    wanted: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
+    samples: _Samples,
+    wanted: _Samples,
+) -> dict[_Key, float | None]:
     return {key: samples.get(key) for key in wanted}
 
 
-async def _scrape_picks(
-    port: int, wanted: dict[tuple[str, tuple[tuple[str, str], ...]], float]
-) -> bool:
+async def _scrape_picks(port: int, wanted: _Samples) -> bool:
     return _picked(await _scrape(port), wanted) == wanted
