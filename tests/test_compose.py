@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from redis.asyncio import Redis
 
 from gateway.endpoints.tokens import Access
@@ -272,7 +275,7 @@ def test_dockerfile_runs_a_real_entry_point_as_a_non_root_user(
     assert instructions[0] == ("FROM", "python:3.11-slim")
     assert "ENTRYPOINT" not in keywords
     _assert_entry_point(json.loads(last["CMD"]), capsys)
-    assert last["EXPOSE"] == "8000"
+    assert "EXPOSE" not in keywords  # one image runs workers too: compose exposes the gateway
     assert last["USER"] not in ("root", "0")
     assert keywords.index("USER") < keywords.index("CMD")
     installs = [
@@ -280,7 +283,48 @@ def test_dockerfile_runs_a_real_entry_point_as_a_non_root_user(
     ]
     assert len(installs) == 1
     assert re.search(r"pip install \.(\s|$)", installs[0]), installs[0]
+    assert "pip install --require-hashes -r requirements.lock" in installs[0]
     assert "[dev]" not in installs[0]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_an_init_and_rotated_logs(name: str) -> None:
+    service = SERVICES[name]
+
+    assert service["init"] is True
+    assert service["logging"] == {
+        "driver": "json-file",
+        "options": {"max-size": "10m", "max-file": "3"},
+    }
+
+
+def test_only_the_gateway_exposes_its_port() -> None:
+    assert SERVICES["gateway"]["expose"] == ["8000"]
+    assert "expose" not in SERVICES["worker"]
+    assert "ports" not in SERVICES["worker"]
+
+
+def test_the_image_installs_the_locked_releases_of_every_dependency() -> None:
+    """requirements.lock (pip-compile, hashed) pins every dependency pyproject.toml names, at a
+    release its bounds allow: regenerate it with the command in its header when they change."""
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE))
+    pinned = {canonicalize_name(name): Version(release) for name, release in pinned.items()}
+    for text in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in requirements.lock"
+        assert pinned[name] in requirement.specifier, f"requirements.lock: {name} {pinned[name]}"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    assert ("COPY", "pyproject.toml README.md requirements.lock ./") in _dockerfile_instructions()
+
+
+def test_local_secrets_and_clutter_stay_out_of_git_and_the_image() -> None:
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    context = (ROOT / ".dockerignore").read_text().splitlines()
+
+    assert ".env" in ignored
+    assert {".env", ".venv", ".git", "test-artifacts", "tests"} <= set(context)
 
 
 def test_dockerfile_copies_every_package() -> None:
