@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -143,6 +144,7 @@ class Attempt:
         self._settings = runtime.settings
         self._job_id = job_id
         self._number = number
+        self._started_at = time.monotonic()
         self._writer = EventWriter(
             runtime.publisher,
             job_id,
@@ -151,6 +153,7 @@ class Attempt:
             heartbeat_s=runtime.settings.heartbeat_s,
             publish_retry_s=runtime.settings.publish_retry_s,
             max_event_bytes=runtime.settings.max_event_bytes,
+            metrics=runtime.metrics,
         )
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -158,6 +161,8 @@ class Attempt:
             await self._writer.write(
                 EventType.STARTED, {"attempt": self._number, "worker": self._runtime.worker_id}
             )
+            self._started_at = time.monotonic()
+            self._runtime.metrics.jobs_started.labels(self._definition.name).inc()
             self._writer.start_heartbeats()
             return await self._run_job(args, kwargs)
         except JobEnded as ended:
@@ -225,6 +230,8 @@ class Attempt:
     async def _close(self, event_type: EventType, data: dict[str, Any]) -> None:
         """Writes the attempt's closing event; one Redis would not take is logged, not raised,
         so the outcome arq records stays the job's own."""
+        run_time_s = time.monotonic() - self._started_at
+        self._runtime.metrics.ended(self._definition.name, event_type, run_time_s)
         with contextlib.suppress(EventNotStored):
             await self._writer.finish(event_type, data)
 

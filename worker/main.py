@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import signal
 from collections.abc import Sequence
 from typing import Any
@@ -31,11 +32,14 @@ from shared.settings import Settings
 from worker import demo
 from worker.jobworker import JobWorker
 from worker.lifecycle import ARQ_MAX_TRIES, arq_timeout_s
+from worker.metrics import MetricsListener
 from worker.presence import Presence
 from worker.registry import JobRegistry
 from worker.runtime import WorkerRuntime
 
 __all__ = ["create_worker", "run", "serve", "worker_options"]
+
+logger = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -153,20 +157,31 @@ def _collect(
 
 
 class _Lifespan:
-    """arq's startup and shutdown hooks: the events Redis client and the worker's presence."""
+    """arq's startup and shutdown hooks: the events Redis client, the worker's presence and
+    its metrics listener (`JOBWIRE_WORKER_METRICS_PORT`)."""
 
     def __init__(self, settings: Settings, specs: list[JobSpec]) -> None:
         self._settings = settings
         self._specs = specs
         self._presence: Presence | None = None
+        self._metrics_listener: MetricsListener | None = None
 
     async def startup(self, ctx: dict[Any, Any]) -> None:
-        runtime = WorkerRuntime.create(self._settings)
+        settings = self._settings
+        runtime = WorkerRuntime.create(settings)
         runtime.install(ctx)
+        runtime.metrics.know_jobs(spec["name"] for spec in self._specs)
+        if settings.worker_metrics_port:
+            host, port = settings.worker_metrics_host, settings.worker_metrics_port
+            self._metrics_listener = runtime.metrics.serve(host, port)
+            logger.info("worker metrics on http://%s:%d/metrics", host, port)
         self._presence = Presence(runtime, self._specs)
         await self._presence.start()
 
     async def shutdown(self, ctx: dict[Any, Any]) -> None:
+        if self._metrics_listener is not None:
+            await asyncio.to_thread(self._metrics_listener.close)
+            self._metrics_listener = None
         if self._presence is not None:
             await self._presence.stop()
             self._presence = None

@@ -18,6 +18,7 @@ from shared.clients import create_redis
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
+from worker.metrics import WorkerMetrics
 
 __all__ = ["WorkerRuntime", "Workload", "new_worker_id"]
 
@@ -59,6 +60,7 @@ class WorkerRuntime:
     # Set when the worker begins to stop: a job handed to it from then on is not run.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     workload: Workload = field(default_factory=Workload)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerRuntime:

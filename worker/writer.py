@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.events import Event, EventType, make_event, within_size
 from shared.publish import Publisher, PublishResult
 from shared.streamid import StreamId
+from worker.metrics import WorkerMetrics
 
 __all__ = ["ATTEMPT_FLOOR_S", "EventNotStored", "EventWriter", "JobEnded"]
 
@@ -86,6 +87,7 @@ class EventWriter:
         heartbeat_s: float,
         max_event_bytes: int,
         publish_retry_s: float = 0.0,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt
@@ -94,6 +96,7 @@ class EventWriter:
         self._heartbeat_s = heartbeat_s
         self._publish_retry_s = publish_retry_s
         self._max_event_bytes = max_event_bytes
+        self._metrics = metrics
         self._lock = asyncio.Lock()
         self._ended: JobEnded | None = None
         self._pending: dict[str, Any] | None = None
@@ -214,6 +217,8 @@ class EventWriter:
             self._ended = JobEnded(self.job_id, result.status)
             raise self._ended
         self._last_write = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.events_published.labels(event_type.value).inc()
         return result.id
 
     def _within_size(self, event: Event) -> Event:
@@ -238,13 +243,19 @@ class EventWriter:
         failures = 0
         while True:
             try:
-                async with asyncio.timeout(max(last_try_by - time.monotonic(), ATTEMPT_FLOOR_S)):
-                    return await self._publisher.publish(event)
+                tried_at = time.monotonic()
+                async with asyncio.timeout(max(last_try_by - tried_at, ATTEMPT_FLOOR_S)):
+                    result = await self._publisher.publish(event)
+                if self._metrics is not None:
+                    self._metrics.publish_time.observe(time.monotonic() - tried_at)
+                return result
             except _UNREACHABLE as exc:
                 failures += 1
                 remaining = last_try_by - time.monotonic()
                 if deadline is None:
                     raise
+                if remaining > 0 and self._metrics is not None:
+                    self._metrics.publish_retries.inc()
                 if remaining <= 0:
                     raise self._not_stored(event_type, time.monotonic() - started, exc) from exc
                 if failures == 1:
