@@ -8,7 +8,7 @@ sorted set while it runs. `/readyz` counts the workers seen recently.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 from redis.asyncio import Redis
@@ -21,6 +21,7 @@ __all__ = [
     "BEAT_INTERVAL_S",
     "JobSpec",
     "advertise",
+    "args_schema",
     "count_alive",
     "load_catalog",
     "mark_alive",
@@ -38,6 +39,22 @@ class JobSpec(TypedDict):
     required: list[str]
     accepts_any: bool
     doc: str
+    # The JSON Schema (Draft 2020-12) of the job's `args`, made from its annotations by the
+    # worker; a worker of an older release writes none (see `args_schema`).
+    args_schema: NotRequired[dict[str, Any]]
+
+
+def args_schema(spec: JobSpec) -> dict[str, Any]:
+    """The schema `spec` advertises, or for a spec without one the schema its parameter names
+    say: those, the required ones, and others only when the job takes `**kwargs`."""
+    if "args_schema" in spec:
+        return spec["args_schema"]
+    return {
+        "type": "object",
+        "properties": {name: {} for name in spec["params"]},
+        "required": spec["required"],
+        "additionalProperties": spec["accepts_any"],
+    }
 
 
 async def advertise(redis: Redis, keys: Keys, specs: list[JobSpec]) -> None:

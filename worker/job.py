@@ -4,11 +4,12 @@ and the options it was registered with."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.catalog import JobSpec
 from shared.settings import Settings
+from worker.arguments import Arguments
 from worker.progress import Progress
 
 __all__ = ["JobDefinition", "JobFunction"]
@@ -29,6 +30,8 @@ class JobDefinition:
     max_tries: int | None = None
     timeout_s: float | None = None
     retry_on: tuple[type[Exception], ...] = ()
+    # What its parameters accept, read from their annotations once, at registration.
+    arguments: Arguments = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:
@@ -40,6 +43,7 @@ class JobDefinition:
         if not all(isinstance(cls, type) and issubclass(cls, Exception) for cls in self.retry_on):
             raise TypeError(f"{self.name}: retry_on must hold Exception subclasses")
         _check_signature(self.name, self.function)
+        object.__setattr__(self, "arguments", Arguments.of(self.name, self.function))
 
     def tries(self, settings: Settings) -> int:
         return settings.max_tries if self.max_tries is None else self.max_tries
@@ -58,6 +62,7 @@ class JobDefinition:
             ],
             accepts_any=any(p.kind is p.VAR_KEYWORD for p in parameters),
             doc=(inspect.getdoc(self.function) or "").partition("\n")[0],
+            args_schema=self.arguments.schema,
         )
 
 

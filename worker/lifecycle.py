@@ -191,6 +191,8 @@ class Attempt:
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         timeout_s = self._definition.timeout(self._settings)
         progress = Progress(self._writer)
+        # The submitted JSON, of the types the job's annotations name (InvalidArguments: failed).
+        kwargs = self._definition.arguments.convert(kwargs)
         try:
             async with asyncio.timeout(timeout_s) as scope:
                 return await self._definition.function(progress, *args, **kwargs)

@@ -38,6 +38,18 @@ def test_spec_lists_keyword_params_after_progress() -> None:
             "required": ["path", "height"],
             "accepts_any": False,
             "doc": "Resizes one image.",
+            "args_schema": {
+                "title": "images.resize",
+                "type": "object",
+                "properties": {
+                    "path": {"title": "Path", "type": "string"},
+                    "width": {"title": "Width", "type": "integer", "default": 100},
+                    "height": {"title": "Height", "type": "integer"},
+                    "quality": {"title": "Quality", "type": "number", "default": 0.8},
+                },
+                "required": ["path", "height"],
+                "additionalProperties": False,
+            },
         },
         {
             "name": "anything",
@@ -45,6 +57,13 @@ def test_spec_lists_keyword_params_after_progress() -> None:
             "required": ["name"],
             "accepts_any": True,
             "doc": "",
+            "args_schema": {
+                "title": "anything",
+                "type": "object",
+                "properties": {"name": {"title": "Name", "type": "string"}},
+                "required": ["name"],
+                "additionalProperties": True,
+            },
         },
     ]
 
