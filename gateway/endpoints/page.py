@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.endpoints.auth import require_api_key
 from gateway.endpoints.services import services
-from shared.catalog import load_catalog
+from shared.catalog import args_schema, load_catalog
 
 __all__ = ["STATIC_DIR", "catalog", "index", "routes"]
 
@@ -39,11 +39,13 @@ async def index(request: Request) -> FileResponse:
 
 
 async def catalog(request: Request) -> JSONResponse:
-    """The jobs workers advertise: name, params, required, accepts_any and doc, by name."""
+    """The jobs workers advertise, by name: name, params, required, accepts_any, doc and the
+    JSON Schema of their args (one made from the names for a worker that advertised none)."""
     require_api_key(request)
     svc = services(request)
     specs = await load_catalog(svc.redis, svc.keys)
-    return JSONResponse({"jobs": [specs[name] for name in sorted(specs)]})
+    jobs = [{**specs[name], "args_schema": args_schema(specs[name])} for name in sorted(specs)]
+    return JSONResponse({"jobs": jobs})
 
 
 def routes() -> list[BaseRoute]:

@@ -1,5 +1,9 @@
 """Reading and checking a `POST /jobs` body: size, content type, JSON shape, and the job's
-name and arguments against the catalog the workers advertise."""
+name and arguments against the catalog the workers advertise.
+
+Every refusal of the arguments is one 422 `invalid_args` whose detail lists one
+`{"loc": ["args", name, ...], "msg": ...}` per bad field: names the queue keeps for itself,
+and whatever the job's schema refuses (`gateway.endpoints.arguments`)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import orjson
 from arq import ArqRedis
 from starlette.requests import ClientDisconnect, Request
 
+from gateway.endpoints.arguments import Problem, check_args, location_order
 from gateway.endpoints.errors import APIError
 from shared.catalog import JobSpec
 from shared.keys import InvalidJobId, validate_job_id
@@ -95,15 +100,12 @@ def check_against_catalog(submission: Submission, catalog: dict[str, JobSpec]) -
             "unknown_job",
             {"message": f"no job is named {submission.name!r}", "known": sorted(catalog)},
         )
-    given = set(submission.args)
-    unknown = sorted(given - set(spec["params"])) if not spec["accepts_any"] else []
-    missing = sorted(set(spec["required"]) - given)
-    if unknown or missing:
-        raise APIError(
-            422,
-            "invalid_args",
-            {"unknown": unknown, "missing": missing, "params": spec["params"]},
-        )
+    reserved = _reserved(submission.args)
+    ordinary = {name: value for name, value in submission.args.items() if name not in reserved}
+    problems = [*_reserved_problems(reserved), *check_args(spec, ordinary)]
+    if problems:
+        problems.sort(key=lambda problem: location_order(problem["loc"]))
+        raise APIError(422, "invalid_args", problems)
 
 
 def _check_content_type(content_type: str | None) -> None:
@@ -117,15 +119,13 @@ def _check_content_type(content_type: str | None) -> None:
         )
 
 
-def _check_arg_names(args: dict[str, Any]) -> None:
-    """422 naming every argument the queue would take as its own, before anything is written."""
-    reserved = [name for name in sorted(args) if name.startswith("_") or name in _RESERVED_ARGS]
-    if reserved:
-        raise APIError(
-            422,
-            "invalid_args",
-            [{"loc": ["args", name], "msg": _why_reserved(name)} for name in reserved],
-        )
+def _reserved(args: dict[str, Any]) -> set[str]:
+    """The arguments the queue would take as its own."""
+    return {name for name in args if name.startswith("_") or name in _RESERVED_ARGS}
+
+
+def _reserved_problems(names: set[str]) -> list[Problem]:
+    return [Problem(loc=["args", name], msg=_why_reserved(name)) for name in names]
 
 
 def _why_reserved(name: str) -> str:
@@ -166,7 +166,6 @@ def _parse(value: Any) -> Submission:
         raise APIError(400, "invalid_request", "'name' must be a non-empty string")
     if not isinstance(args, dict):
         raise APIError(400, "invalid_request", "'args' must be a JSON object")
-    _check_arg_names(args)
     if job_id is None:
         job_id = uuid.uuid4().hex
     elif not isinstance(job_id, str):

@@ -174,14 +174,34 @@ _BODY_SCHEMAS: Schema = {
     },
     "JobSpec": {
         "type": "object",
-        "required": ["name", "params", "required", "accepts_any", "doc"],
+        "required": ["name", "params", "required", "accepts_any", "doc", "args_schema"],
         "properties": {
             "name": {"type": "string"},
             "params": {"type": "array", "items": {"type": "string"}},
             "required": {"type": "array", "items": {"type": "string"}},
             "accepts_any": {"type": "boolean"},
             "doc": {"type": "string"},
+            "args_schema": {
+                "type": "object",
+                "description": "The JSON Schema (Draft 2020-12) of the job's `args`, made by "
+                "the worker from the job's annotations; `POST /jobs` checks `args` against it",
+            },
         },
+    },
+    "ArgumentProblem": {
+        "type": "object",
+        "description": "One bad field of a refused submission",
+        "required": ["loc", "msg"],
+        "properties": {
+            "loc": {
+                "type": "array",
+                "description": '`["args", name]`, and deeper for a field inside an argument',
+                "items": {"type": ["string", "integer"]},
+                "minItems": 2,
+            },
+            "msg": {"type": "string"},
+        },
+        "additionalProperties": False,
     },
     "JobList": {
         "type": "object",

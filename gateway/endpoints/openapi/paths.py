@@ -56,8 +56,11 @@ _ERRORS = {
     413: _error("The body is larger than JOBWIRE_MAX_BODY_BYTES"),
     415: _error("The body is not sent as `Content-Type: application/json`"),
     422: _error(
-        "No job of that name, arguments it does not take, or argument names the queue keeps "
-        "for itself (`function`, `self`, `ctx`, any starting with `_`)"
+        "`unknown_job`: no job of that name (the detail lists the known ones); `invalid_args`: "
+        "arguments its schema (`GET /catalog`) refuses — a wrong type, a value out of bounds, "
+        "one it does not take, a required one missing — or names the queue keeps for itself "
+        "(`function`, `self`, `ctx`, any starting with `_`): the detail is a list of "
+        "`ArgumentProblem`, one per bad field"
     ),
     429: _error(
         "A per-key limit (streams open, stream requests or submits per minute) is reached",
@@ -342,6 +345,20 @@ PATHS: Schema = {
     "/openapi.json": _public(
         "openapi", "This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")}
     ),
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics: open to loopback, else JOBWIRE_METRICS_KEY or an API "
+            "key as a Bearer token",
+            "responses": {
+                "200": {
+                    "description": "Prometheus's text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(401),
+            },
+        }
+    },
     "/": _public(
         "page",
         "The web page (its API key comes in the URL fragment: /#key=...)",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import re
 
+from redis.asyncio import Redis
+
 from gateway.endpoints.page import STATIC_DIR
+from shared.catalog import JobSpec, advertise
+from shared.keys import Keys
+from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
 from tests.web_support import wait_for_catalog
 
@@ -73,8 +78,43 @@ async def test_catalog_lists_the_advertised_jobs_by_name(stack: Gateway) -> None
         "required": ["seconds"],
         "accepts_any": False,
         "doc": quiet["doc"],
+        "args_schema": {
+            "title": "demo.quiet",
+            "type": "object",
+            "properties": {
+                "seconds": {"title": "Seconds", "type": "number", "minimum": 0, "maximum": 86400}
+            },
+            "required": ["seconds"],
+            "additionalProperties": False,
+        },
     }
     assert quiet["doc"].startswith("Works for `seconds`")
+
+
+async def test_a_spec_without_a_schema_is_served_with_the_one_its_names_make(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    """A worker of an earlier release advertises names only; the page and the CLI still get a
+    schema, and the gateway checks by it."""
+    old = JobSpec(name="old.job", params=["a", "b"], required=["a"], accepts_any=False, doc="")
+    await advertise(redis, Keys(settings.key_prefix), [old])
+    gateway = await start_gateway()
+    async with gateway.client() as client:
+        response = await client.get("/catalog")
+
+    assert response.json() == {
+        "jobs": [
+            {
+                **old,
+                "args_schema": {
+                    "type": "object",
+                    "properties": {"a": {}, "b": {}},
+                    "required": ["a"],
+                    "additionalProperties": False,
+                },
+            }
+        ]
+    }
 
 
 async def test_catalog_is_empty_before_any_worker_started(start_gateway: StartGateway) -> None:
