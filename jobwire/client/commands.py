@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from rich.console import Console
 
+from jobwire.client.assignments import UsageError, read_arguments, split_assignments
 from jobwire.client.client import Client
 from jobwire.client.console import JsonLines, LiveView, View
 from jobwire.client.errors import (
@@ -47,33 +48,11 @@ EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 _USAGE_STATUSES = frozenset({400, 413, 422})
 
 
-class UsageError(ValueError):
-    """A command line that cannot be run as written."""
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs; a value is JSON when it parses as JSON (`10`, `true`, `[1,2]`),
+def parse_assignments(items: Sequence[str], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`key=value` pairs, each value read by the job's args `schema`
+    (`jobwire.client.assignments`); without one, JSON when it parses (`10`, `true`, `[1,2]`),
     else the text itself (`hello`)."""
-    args: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"arguments are key=value, got {item!r}")
-        if key in args:
-            raise UsageError(f"argument {key!r} given twice")
-        args[key] = _value(raw)
-    return args
-
-
-def _value(raw: str) -> Any:
-    try:
-        return json.loads(raw, parse_constant=_refuse)
-    except ValueError:
-        return raw
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON a gateway accepts")
+    return read_arguments(split_assignments(items), schema)
 
 
 def submit(
@@ -88,9 +67,9 @@ def submit(
     err: IO[str] | None = None,
 ) -> int:
     """`give_up_after_s`: how long a followed job's gateway may stay silent (None: forever)."""
-    args = parse_assignments(assignments)
+    pairs = split_assignments(assignments)
     out, err = out or sys.stdout, err or sys.stderr
-    command = _submit(target, give_up_after_s, name, args, follow, as_json, out, err)
+    command = _submit(target, give_up_after_s, name, pairs, follow, as_json, out, err)
     return _run(command, err, key_given=target.api_key is not None, token_flag=False)
 
 
@@ -147,13 +126,14 @@ async def _submit(
     target: Target,
     give_up_after_s: float | None,
     name: str,
-    args: dict[str, Any],
+    pairs: dict[str, str],
     follow: bool,
     as_json: bool,
     out: IO[str],
     err: IO[str],
 ) -> int:
     async with _client(target, give_up_after_s) as client:
+        args = read_arguments(pairs, await _args_schema(client, name) if pairs else None)
         job = await client.submit(name, **args)
         if follow:
             # First, so that a watch cut short (Ctrl-C) leaves the id to watch it again with.
@@ -161,6 +141,23 @@ async def _submit(
             return await _follow(job, _view(as_json, out, err, job_name=name))
         _print_submitted(job, target, as_json, out, err)
         return EXIT_COMPLETED
+
+
+async def _args_schema(client: Client, name: str) -> dict[str, Any] | None:
+    """The job's args schema as the catalog has it; None for a job it does not list (the
+    submit then says so) or a gateway without a catalog."""
+    try:
+        catalog = await client.request("GET", "/catalog", expected=(200,))
+    except RequestRejected as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    jobs = catalog.get("jobs") if isinstance(catalog, dict) else None
+    for spec in jobs if isinstance(jobs, list) else []:
+        if isinstance(spec, dict) and spec.get("name") == name:
+            schema = spec.get("args_schema")
+            return schema if isinstance(schema, dict) else None
+    return None
 
 
 async def _follow(job: Job, view: View) -> int:
@@ -201,7 +198,21 @@ def _refusal(exc: RequestRejected) -> str:
     detail = exc.detail
     if isinstance(detail, dict) and "message" in detail:
         return describe_detail(detail)
+    if isinstance(detail, list) and all(_is_problem(item) for item in detail):
+        return f"{exc.code}: " + "; ".join(f"{_place(p['loc'])}: {p['msg']}" for p in detail)
     return f"{exc.code}: {describe_detail(detail)}"
+
+
+def _is_problem(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("loc"), list) and "msg" in item
+
+
+def _place(loc: list[Any]) -> str:
+    """`["args", "size", "width"]` as `size.width`, `["args", "tags", 1]` as `tags[1]`."""
+    place = ""
+    for part in loc[1:] if loc[:1] == ["args"] else loc:
+        place += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return place.removeprefix(".")
 
 
 def _unauthorized(exc: RequestRejected, key_given: bool, token_flag: bool) -> str:

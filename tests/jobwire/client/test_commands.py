@@ -30,6 +30,8 @@ from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import scaled, stream_ids, submit, wait_until
 from worker import demo
+from worker.progress import Progress
+from worker.registry import JobRegistry
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
 TEXT = " ".join(f"w{i}" for i in range(30))
@@ -339,12 +341,39 @@ async def test_a_missing_or_wrong_key_says_how_to_give_one(keyed_stack: Gateway)
 
 
 async def test_refusal_details_are_printed_as_text_not_python_lists(stack: Gateway) -> None:
-    done = await run("submit", "demo.countdown", "nope=1", "--url", stack.url)
+    done = await run("submit", "demo.countdown", "nope=1", "seconds=-5", "--url", stack.url)
 
     assert done.code == 2
     assert done.err == (
-        "jobwire: invalid_args: unknown: nope; missing: none; params: seconds, steps\n"
+        "jobwire: invalid_args: nope: unknown argument: this job takes seconds, steps; "
+        "seconds: -5 is less than the minimum of 0\n"
     )
+
+
+async def test_submit_reads_each_value_by_the_jobs_schema(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    registry = JobRegistry()
+    registry.job("test.tagged")(tagged)
+    await advertise(redis, Keys(settings.key_prefix), registry.specs())
+    gateway = await start_gateway()
+
+    done = await run(
+        "submit", "test.tagged", "tags=a,b", "text=10", "ratio=2", "flag=true", "--json",
+        "--url", gateway.url,
+    )  # fmt: skip
+
+    assert done.code == 0, done.err
+    job_id = json.loads(done.out)["job_id"]
+    async with gateway.client() as http:
+        state = (await http.get(f"/jobs/{job_id}")).json()
+    assert state["args"] == {"tags": ["a", "b"], "text": "10", "ratio": 2, "flag": True}
+
+
+async def tagged(
+    progress: Progress, tags: list[str], text: str = "", ratio: float = 1, flag: bool = False
+) -> None:
+    """Never runs: no worker in the test."""
 
 
 async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
