@@ -1,16 +1,16 @@
 // Wires the page together: the catalog into the form, submissions into cards and the watcher.
 
 import { apiKey, cancelJob, loadCatalog, submitJob } from "./api.js";
+import {
+  ArgumentProblems,
+  readArguments,
+  renderArgumentFields,
+  showArgumentProblems,
+} from "./form.js";
 import { Job } from "./jobs.js";
 import { loadJobs, saveJobs } from "./storage.js";
 import { Watcher } from "./stream.js";
-import {
-  JobCard,
-  askToReplaceKey,
-  readArguments,
-  renderArgumentFields,
-  showConnection,
-} from "./view.js";
+import { JobCard, askToReplaceKey, showConnection } from "./view.js";
 
 const CATALOG_RETRY_MS = 3000;
 
@@ -63,11 +63,12 @@ async function submit(event) {
   const name = $("job-name").value;
   const problem = $("submit-error");
   problem.textContent = "";
+  showArgumentProblems($("job-args"), []);
   let args;
   try {
     args = readArguments($("job-args"));
   } catch (error) {
-    problem.textContent = `Arguments: ${error.message}`;
+    showRefusedArguments(error.problems ?? []);
     return;
   }
   const button = $("submit-button");
@@ -76,11 +77,22 @@ async function submit(event) {
     const answer = await submitJob(name, args);
     addJob(new Job({ id: answer.job_id, name, args, watchToken: answer.watch_token ?? null }));
   } catch (error) {
-    problem.textContent = `Not submitted: ${error.message}`;
+    if (error.code === "invalid_args" && Array.isArray(error.detail)) {
+      showRefusedArguments(error.detail);
+    } else {
+      problem.textContent = `Not submitted: ${error.message}`;
+    }
     if (error.status === 401) askForKey();
   } finally {
     button.disabled = false;
   }
+}
+
+// Each refused argument beside its field; the rest (one given in "more arguments") above.
+function showRefusedArguments(problems) {
+  const elsewhere = showArgumentProblems($("job-args"), problems);
+  const where = elsewhere.length ? new ArgumentProblems(elsewhere).message : "see the fields marked";
+  $("submit-error").textContent = `Not submitted: ${where}`;
 }
 
 function addJob(job) {

@@ -1,4 +1,4 @@
-// Drawing the page: a card per job, the submit form's argument fields, the connection badge.
+// Drawing the page: a card per job, the connection badge (the form's fields: form.js).
 // Job data is only ever set as text, never parsed as HTML.
 
 const CONNECTION_TEXT = {
@@ -202,69 +202,4 @@ function textButton(text) {
   button.type = "button";
   button.textContent = text;
   return button;
-}
-
-export function renderArgumentFields(fieldset, spec) {
-  // Rendered again whenever the catalog is reloaded (a new key, a retry): what the user
-  // already typed into a field of the same name stays.
-  const typed = new Map();
-  for (const old of fieldset.querySelectorAll(".arg")) {
-    const field = old.querySelector("input, textarea");
-    if (field?.value) typed.set(field.name, field.value);
-    old.remove();
-  }
-  const params = spec ? [...spec.params] : [];
-  if (spec?.accepts_any) params.push("*");
-  for (const param of params) {
-    const wrapper = document.createElement("div");
-    wrapper.className = "arg";
-    const id = `arg-${param === "*" ? "extra" : param}`;
-    const label = document.createElement("label");
-    label.htmlFor = id;
-    const input = document.createElement(param === "*" ? "textarea" : "input");
-    input.id = id;
-    input.name = param;
-    input.spellcheck = false;
-    input.autocomplete = "off";
-    if (param === "*") {
-      label.textContent = "More arguments (a JSON object)";
-      input.rows = 2;
-    } else {
-      const required = spec.required.includes(param);
-      label.textContent = required ? `${param} (required)` : param;
-      input.required = required;
-      input.placeholder = required ? "" : "default";
-    }
-    input.value = typed.get(param) ?? "";
-    wrapper.append(label, input);
-    fieldset.append(wrapper);
-  }
-  fieldset.hidden = params.length === 0;
-}
-
-// Each field's value as JSON when it parses, else as text; empty fields are left out.
-export function readArguments(fieldset) {
-  const args = {};
-  for (const input of fieldset.querySelectorAll("input, textarea")) {
-    const raw = input.value.trim();
-    if (raw === "") continue;
-    if (input.name === "*") {
-      const extra = JSON.parse(raw);
-      if (extra === null || typeof extra !== "object" || Array.isArray(extra)) {
-        throw new Error("more arguments must be a JSON object");
-      }
-      Object.assign(args, extra);
-    } else {
-      args[input.name] = parseValue(input.value);
-    }
-  }
-  return args;
-}
-
-function parseValue(raw) {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return raw;
-  }
 }

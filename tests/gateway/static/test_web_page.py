@@ -12,11 +12,14 @@ import dataclasses
 import statistics
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Request, Route, async_playwright
+from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from shared.catalog import advertise
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import Gateway, RunWorker, StartGateway
@@ -29,6 +32,8 @@ from tests.web_support import (
     serve_on_port,
     wait_for_catalog,
 )
+from worker.progress import Progress
+from worker.registry import JobRegistry
 
 # Words that make any lost, repeated or reordered token visible in the page's output.
 WORDS = [f"w{index:02d}" for index in range(40)]
@@ -173,10 +178,106 @@ async def test_arguments_are_checked_by_the_gateway(
 
     await page.page.click("#submit-button")
 
-    problem = page.page.locator("#submit-error")
-    await problem.filter(has_text="invalid_args (422)").wait_for()
-    assert '"missing":["seconds"]' in await problem.inner_text()
+    await page.page.locator("#arg-seconds-problem", has_text="required, but missing").wait_for()
+    assert await page.page.get_attribute("#arg-seconds", "aria-invalid") == "true"
+    assert await page.page.inner_text("#submit-error") == "Not submitted: see the fields marked"
     assert await page.page.locator(".job").count() == 0
+
+    await page.page.select_option("#job-name", "demo.countdown")
+    await page.page.fill("#arg-seconds", "-5")
+    await page.page.fill("#arg-steps", "0")
+    await page.page.click("#submit-button")
+
+    await page.page.locator("#arg-steps-problem", has_text="0 is less than").wait_for()
+    assert await page.page.inner_text("#arg-seconds-problem") == "-5 is less than the minimum of 0"
+    assert await page.page.inner_text("#arg-steps-problem") == "0 is less than the minimum of 1"
+    assert await page.page.locator(".job").count() == 0
+
+
+async def render(
+    progress: Progress,
+    size: Size,
+    mode: Literal["fast", "best"] = "best",
+    tags: list[str] = [],  # noqa: B006 (never called: the test has no worker)
+    counts: list[int] | None = None,
+    verbose: bool = True,
+    ratio: Annotated[float, Field(gt=0, le=4)] = 1.5,
+    **labels: str,
+) -> None:
+    pass
+
+
+class Size(BaseModel):
+    width: int
+    height: int
+
+
+async def test_the_form_is_built_from_the_jobs_schema(
+    start_gateway: StartGateway, redis: Redis, settings: Settings, context: BrowserContext
+) -> None:
+    jobs = JobRegistry()
+    jobs.job("test.render")(render)
+    await advertise(redis, Keys(settings.key_prefix), jobs.specs())
+    page = await open_page(context, await start_gateway())
+    form = page.page.locator("#job-args")
+
+    fields = await form.evaluate(
+        """(fieldset) => [...fieldset.querySelectorAll("[data-kind]")].map((input) => [
+            input.name, input.tagName, input.type, input.placeholder ?? "",
+            input.min ?? "", input.max ?? "", input.step ?? "", !!input.checked,
+            input.tagName === "SELECT" ? [...input.options].map((o) => o.text) : [],
+        ])"""
+    )
+    assert fields == [
+        ["size", "INPUT", "text", "", "", "", "", False, []],
+        ["mode", "SELECT", "select-one", "", "", "", "", False, ["default: best", "fast", "best"]],
+        ["tags", "INPUT", "text", "", "", "", "", False, []],
+        ["counts", "INPUT", "text", "", "", "", "", False, []],
+        ["verbose", "INPUT", "checkbox", "", "", "", "", True, []],
+        ["ratio", "INPUT", "number", "1.5", "0", "4", "any", False, []],
+        ["*", "TEXTAREA", "textarea", '{"name": "value"}', "", "", "", False, []],
+    ]
+    assert await page.page.inner_text("label[for=arg-ratio]") == (
+        "ratio number > 0 ≤ 4 · default 1.5"
+    )
+
+    await page.page.fill("#arg-size", '{"width": 2, "height": "tall"}')
+    await page.page.select_option("#arg-mode", label="fast")
+    await page.page.fill("#arg-tags", "a, b")
+    await page.page.fill("#arg-counts", "1,x")
+    await page.page.uncheck("#arg-verbose")
+    await page.page.fill("#arg-ratio", "5")
+    await page.page.fill("#arg-extra", '{"owner": 7}')
+    async with page.page.expect_request(lambda r: r.method == "POST") as sent:
+        await page.page.click("#submit-button")
+
+    body = (await sent.value).post_data_json
+    assert body is not None
+    assert body["args"] == {
+        "size": {"width": 2, "height": "tall"},
+        "mode": "fast",
+        "tags": ["a", "b"],
+        "counts": [1, "x"],
+        "verbose": False,
+        "ratio": 5,
+        "owner": 7,
+    }
+    await page.page.locator("#arg-ratio-problem", has_text="5 is greater").wait_for()
+    problems = {
+        name: await page.page.inner_text(f"#arg-{name}-problem")
+        for name in ("size", "mode", "tags", "counts", "verbose", "ratio")
+    }
+    assert problems == {
+        "size": "height: 'tall' is not of type 'integer'",
+        "mode": "",
+        "tags": "",
+        "counts": "1: 'x' is not of type 'integer'",
+        "verbose": "",
+        "ratio": "5 is greater than the maximum of 4",
+    }
+    assert await page.page.inner_text("#submit-error") == (
+        "Not submitted: owner: 7 is not of type 'string'"
+    )
 
 
 async def test_offline_mid_job_every_token_exactly_once(
