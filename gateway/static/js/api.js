@@ -105,3 +105,13 @@ export function cancelJob(jobId) {
 export function jobStatus(jobId) {
   return call("GET", `/jobs/${encodeURIComponent(jobId)}`);
 }
+
+// The key's jobs, newest first (whoever submitted them: this page, another tab, curl, the CLI).
+export function listJobs(limit) {
+  return call("GET", `/jobs?${new URLSearchParams({ limit: String(limit) })}`);
+}
+
+// Workers alive, jobs queued and running.
+export function systemFigures() {
+  return call("GET", "/system");
+}

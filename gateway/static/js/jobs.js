@@ -3,11 +3,12 @@
 import { TERMINAL_TYPES } from "./events.js";
 
 export class Job {
-  constructor({ id, name, args, watchToken = null }) {
+  constructor({ id, name, args, watchToken = null, createdAt = null }) {
     this.id = id;
     this.name = name;
     this.args = args;
     this.watchToken = watchToken;
+    this.createdAt = createdAt; // unix ms of the submit: the list is newest first
     this.status = "queued";
     this.attempt = 0;
     this.progress = null;

@@ -1,6 +1,6 @@
 // Wires the page together: the catalog into the form, submissions into cards and the watcher.
 
-import { apiKey, cancelJob, loadCatalog, submitJob } from "./api.js";
+import { apiKey, cancelJob, listJobs, loadCatalog, submitJob, systemFigures } from "./api.js";
 import {
   ArgumentProblems,
   readArguments,
@@ -8,16 +8,20 @@ import {
   showArgumentProblems,
 } from "./form.js";
 import { Job } from "./jobs.js";
-import { loadJobs, saveJobs } from "./storage.js";
+import { REMEMBERED_JOBS, loadCleared, loadJobs, saveCleared, saveJobs } from "./storage.js";
 import { Watcher } from "./stream.js";
-import { JobCard, askToReplaceKey, showConnection } from "./view.js";
+import { JobCard, askToReplaceKey, showConnection, showSystem } from "./view.js";
 
 const CATALOG_RETRY_MS = 3000;
+// How often the page asks for the key's jobs (new ones from elsewhere) and the system figures.
+const REFRESH_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 const cards = new Map(); // job id -> card, oldest first
 let catalog = new Map();
 let catalogTimer = null;
+let refreshTimer = null;
+const cleared = loadCleared(); // ids of jobs cleared here, kept off the page
 let withdrawKeyQuestion = () => {}; // takes back an unanswered question about a link's key
 
 const watcher = new Watcher({
@@ -75,7 +79,8 @@ async function submit(event) {
   button.disabled = true;
   try {
     const answer = await submitJob(name, args);
-    addJob(new Job({ id: answer.job_id, name, args, watchToken: answer.watch_token ?? null }));
+    const watchToken = answer.watch_token ?? null;
+    addJob(new Job({ id: answer.job_id, name, args, watchToken, createdAt: Date.now() }));
   } catch (error) {
     if (error.code === "invalid_args" && Array.isArray(error.detail)) {
       showRefusedArguments(error.detail);
@@ -96,16 +101,75 @@ function showRefusedArguments(problems) {
 }
 
 function addJob(job) {
+  const known = cards.get(job.id);
+  if (known) {
+    // Listed by the gateway before the submit's answer came: the same job.
+    if (job.watchToken) known.job.watchToken = job.watchToken;
+    return;
+  }
   const card = new JobCard($("job-template"), job, { onCancel: cancel });
   cards.set(job.id, card);
-  $("jobs").prepend(card.element);
+  place(card);
   $("no-jobs").hidden = true;
   watcher.watch(job);
   remember();
 }
 
+// Newest first: before the first card submitted no later than this one (a remembered job from
+// before the page kept submit times counts as oldest).
+function place(card) {
+  const created = card.job.createdAt ?? 0;
+  for (const element of $("jobs").children) {
+    if ((cards.get(element.dataset.jobId)?.job.createdAt ?? 0) <= created) {
+      element.before(card.element);
+      return;
+    }
+  }
+  $("jobs").append(card.element);
+}
+
 function remember() {
-  saveJobs([...cards.values()].map((card) => card.job));
+  const jobs = [...cards.values()].map((card) => card.job);
+  jobs.sort((a, b) => (a.createdAt ?? 0) - (b.createdAt ?? 0));
+  saveJobs(jobs);
+}
+
+// The key's jobs the gateway lists (curl, the CLI, another tab) join those the page knows.
+async function refreshJobs() {
+  const page = await listJobs(REMEMBERED_JOBS);
+  for (const state of page.jobs) {
+    if (cleared.has(state.job_id)) continue;
+    const watchToken = state.watch_token ?? null;
+    const known = cards.get(state.job_id);
+    if (known) {
+      // A fresh token for the next reconnect: the one the page holds may expire first.
+      if (watchToken) known.job.watchToken = watchToken;
+      continue;
+    }
+    const { job_id: id, name, args, created_at: createdAt } = state;
+    addJob(new Job({ id, name, args, watchToken, createdAt }));
+  }
+}
+
+async function refreshSystem() {
+  try {
+    showSystem($("system"), await systemFigures());
+  } catch {
+    showSystem($("system"), null);
+  }
+}
+
+async function refresh() {
+  clearTimeout(refreshTimer);
+  if (!document.hidden) {
+    try {
+      await refreshJobs();
+    } catch {
+      // The network or the key: the streams and the form say so; tried again shortly.
+    }
+    await refreshSystem();
+  }
+  refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
 async function cancel(card) {
@@ -124,10 +188,13 @@ function clearFinished() {
     if (card.job.terminal) {
       card.element.remove();
       cards.delete(id);
+      cleared.delete(id);
+      cleared.add(id);
       watcher.forget(card.job);
     }
   }
   $("no-jobs").hidden = cards.size > 0;
+  saveCleared(cleared);
   remember();
 }
 
@@ -194,8 +261,11 @@ useKeyFromLink();
 for (const saved of loadJobs()) addJob(new Job(saved));
 setUpSettings();
 window.addEventListener("jobwire:key-changed", refreshCatalog);
+window.addEventListener("jobwire:key-changed", refresh);
+document.addEventListener("visibilitychange", () => document.hidden || refresh());
 $("job-name").addEventListener("change", showSpec);
 $("submit-form").addEventListener("submit", submit);
 $("clear-finished").addEventListener("click", clearFinished);
 showConnection($("connection"), watcher.connection);
 refreshCatalog();
+refresh();

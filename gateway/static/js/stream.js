@@ -38,6 +38,19 @@ export function streamUrl(jobs) {
   return `/events?${params}`;
 }
 
+// A watch token is `base64url(JSON [job id, expiry in unix s, …]).signature`: signed, not
+// encrypted, so the page can tell when one has expired without asking.
+export function tokenExpired(token, nowMs = Date.now()) {
+  if (typeof token !== "string") return false;
+  try {
+    const body = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+    const expiresAt = JSON.parse(atob(body))[1];
+    return typeof expiresAt === "number" && expiresAt * 1000 <= nowMs;
+  } catch {
+    return false;
+  }
+}
+
 // One EventSource over a fixed set of jobs, reopened from the cursor after any error.
 class Feed {
   constructor(watcher, jobs) {
@@ -48,6 +61,7 @@ class Feed {
     this.watchdog = null;
     this.failures = 0;
     this.everOpened = false;
+    this.renewing = false; // asking the gateway for fresh watch tokens
     this.state = "connecting"; // connecting | open | reconnecting | unauthorized | closed
   }
 
@@ -58,6 +72,12 @@ class Feed {
   open() {
     this.clearTimer();
     if (this.finished) return this.close();
+    // A stream with an expired token is refused (401) however often it is tried: a job that
+    // runs longer than the token lasts gets a fresh one from GET /jobs/{id}, with the key.
+    if (this.jobs.some((job) => !job.terminal && tokenExpired(job.watchToken))) {
+      this.renewTokensThenOpen();
+      return;
+    }
     const source = new EventSource(streamUrl(this.jobs.filter((job) => !job.terminal)));
     this.source = source;
     this.feedWatchdog();
@@ -92,6 +112,21 @@ class Feed {
     this.setState("reconnecting");
     if (this.shouldProbe()) this.probe();
     this.timer = setTimeout(() => this.open(), backoffMs(this.failures));
+  }
+
+  async renewTokensThenOpen() {
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      await this.probe();
+    } finally {
+      this.renewing = false;
+    }
+    if (this.state === "unauthorized" || this.state === "closed") return;
+    const stillExpired = this.jobs.some((job) => !job.terminal && tokenExpired(job.watchToken));
+    // The network is still away, or no key to renew with: back off and try again.
+    if (stillExpired) this.failed();
+    else this.open();
   }
 
   // A stream refused from the start (a job expired while the page was closed) is probed at

@@ -15,6 +15,14 @@ export function showConnection(element, state) {
   element.textContent = CONNECTION_TEXT[state] ?? state;
 }
 
+// The system figures, or a dash for each when they cannot be read (no key, no network).
+export function showSystem(element, figures) {
+  const show = (value) => (typeof value === "number" ? String(value) : "–");
+  element.textContent =
+    `workers alive: ${show(figures?.workers)} · queued: ${show(figures?.queued)} · ` +
+    `running: ${show(figures?.running)}`;
+}
+
 export function formatDuration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "";
   const whole = Math.round(seconds);

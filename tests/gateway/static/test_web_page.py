@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Request, Route, async_playwright
+from playwright.async_api import BrowserContext, Request, Route
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
@@ -25,10 +24,8 @@ from shared.settings import Settings
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import free_port, wait_until
 from tests.web_support import (
-    CHROMIUM,
     JobPage,
     established_connections,
-    launch_chromium,
     serve_on_port,
     wait_for_catalog,
 )
@@ -38,33 +35,6 @@ from worker.registry import JobRegistry
 # Words that make any lost, repeated or reordered token visible in the page's output.
 WORDS = [f"w{index:02d}" for index in range(40)]
 TEXT = " ".join(WORDS)
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    # The page's CSP forbids eval, which some Playwright waits use; no motion: stable pictures.
-    context = await browser.new_context(
-        viewport={"width": 1200, "height": 800}, bypass_csp=True, reduced_motion="reduce"
-    )
-    uncaught: list[str] = []
-    context.on("weberror", lambda error: uncaught.append(str(error.error)))
-    try:
-        yield context
-    finally:
-        await context.close()
-    assert uncaught == [], "the page's scripts threw"
 
 
 async def open_page(context: BrowserContext, gateway: Gateway, fragment: str = "") -> JobPage:
