@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV, InvalidGatewayURL
+from shared.environ import env_name
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError
 
@@ -22,9 +23,13 @@ DEFAULT_GIVE_UP_AFTER_S = 120.0
 
 def _up(settings: Settings) -> int:
     from jobwire.up import StackError, run_stack
+    from worker.jobpaths import load_registries
 
+    job_names = [
+        spec["name"] for jobs in load_registries(settings.job_paths) for spec in jobs.specs()
+    ]
     try:
-        return run_stack(settings)
+        return run_stack(settings, job_names)
     except StackError as exc:
         print(f"jobwire: {exc}", file=sys.stderr)
         return 1
@@ -38,9 +43,10 @@ def _gateway(settings: Settings) -> int:
 
 def _worker(settings: Settings) -> int:
     # Imported only here: the gateway itself never imports worker code.
+    from worker.jobpaths import load_registries
     from worker.main import run
 
-    run(settings)
+    run(settings, load_registries(settings.job_paths))
     return 0
 
 
@@ -49,6 +55,44 @@ COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
     "gateway": (_gateway, "serve the HTTP gateway on JOBWIRE_HOST:JOBWIRE_PORT"),
     "worker": (_worker, "run one arq worker"),
 }
+# The commands that run a worker, and so take the jobs it runs.
+JOB_COMMANDS = frozenset({"up", "worker"})
+
+
+def _job_path_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "jobs",
+        nargs="*",
+        metavar="MODULE:ATTRIBUTE",
+        help="the JobRegistry to run, such as myapp.jobs:jobs (imported from the working"
+        " directory or the installed packages); several allowed"
+        f" (default: ${env_name('jobs')}, else the demo jobs)",
+    )
+
+
+def _with_job_paths(
+    parser: argparse.ArgumentParser, settings: Settings, paths: list[str]
+) -> Settings:
+    """`settings` running the jobs of `paths` (the command line's, else JOBWIRE_JOBS's),
+    checked here so a wrong path is one line and exit code 2 before anything starts."""
+    from worker.jobpaths import (
+        JobImportError,
+        JobPathError,
+        import_from_working_directory,
+        load_registries,
+    )
+
+    if paths:
+        settings = settings.replace(jobs=" ".join(paths))
+    origin = "" if paths else f"{env_name('jobs')}: "
+    import_from_working_directory()
+    try:
+        load_registries(settings.job_paths)
+    except JobPathError as exc:
+        parser.exit(2, f"jobwire: {origin}{exc}\n")  # a usage error, like argparse's own
+    except JobImportError as exc:
+        parser.exit(1, f"jobwire: {origin}{exc}\n")
+    return settings
 
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"jobwire {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    command_parsers = {}
     for name, (_, help_text) in COMMANDS.items():
-        commands.add_parser(name, help=help_text, description=help_text)
+        command_parsers[name] = commands.add_parser(name, help=help_text, description=help_text)
+        if name in JOB_COMMANDS:
+            _job_path_arguments(command_parsers[name])
     client_parsers = {}
     for name, (add_arguments, _, help_text) in CLIENT_COMMANDS.items():
         client_parsers[name] = commands.add_parser(name, help=help_text, description=help_text)
@@ -160,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.exit(2, f"jobwire: {exc}\n")
+    if args.command in JOB_COMMANDS:
+        settings = _with_job_paths(command_parsers[args.command], settings, args.jobs)
     configure_logging(settings)
     run, _ = COMMANDS[args.command]
     return run(settings)

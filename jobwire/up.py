@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,7 +50,9 @@ class StackError(RuntimeError):
     """A part of the stack could not start."""
 
 
-def run_stack(settings: Settings) -> int:
+def run_stack(settings: Settings, job_names: Sequence[str] = ()) -> int:
+    """Runs the stack until SIGINT or SIGTERM; its worker runs the jobs `settings.jobs` names
+    (else the demo jobs), and the banner shows how to submit the first of `job_names`."""
     if settings.log_format == "json":
         _JSON_LOGS.set()
     stop = threading.Event()
@@ -61,14 +63,18 @@ def run_stack(settings: Settings) -> int:
     with ExitStack() as stack:
         redis_url = settings.redis_url or stack.enter_context(_private_redis())
         env = {**os.environ, **settings.to_env(), "JOBWIRE_REDIS_URL": redis_url}
-        worker = stack.enter_context(_child("worker", [sys.executable, "-m", "worker"], env))
-        gateway = stack.enter_context(_child("gateway", [sys.executable, "-m", "gateway"], env))
+        # -P: the working directory, where the user's job modules are, must not hide ours
+        # (a `worker.py` there); `jobwire worker` puts it on the path after our own imports.
+        worker_command = [sys.executable, "-P", "-m", "jobwire", "worker"]
+        worker = stack.enter_context(_child("worker", worker_command, env))
+        gateway_command = [sys.executable, "-P", "-m", "gateway"]
+        gateway = stack.enter_context(_child("gateway", gateway_command, env))
         base_url = f"http://{_display_host(settings.host)}:{settings.port}"
         _wait_ready(base_url, [worker, gateway])
         if _JSON_LOGS.is_set():
             _log_banner(base_url, redis_url, made_key)
         else:
-            print(_banner(base_url, redis_url, settings, made_key), flush=True)
+            print(_banner(base_url, redis_url, settings, made_key, job_names), flush=True)
         while not stop.wait(0.2):
             for name, child in (("worker", worker), ("gateway", gateway)):
                 if child.poll() is not None:
@@ -224,8 +230,20 @@ def _redacted(url: str) -> str:
     return head + mark + query
 
 
-def _banner(base_url: str, redis_url: str, settings: Settings, made_key: str | None) -> str:
+def _banner(
+    base_url: str,
+    redis_url: str,
+    settings: Settings,
+    made_key: str | None,
+    job_names: Sequence[str] = (),
+) -> str:
     page = f"{base_url}/#key={made_key}" if made_key else f"{base_url}/"
+    name, args, cli_args = "demo.countdown", '{"seconds":10}', " seconds=10"
+    jobs = ""
+    if settings.job_paths and job_names:
+        # Their arguments are the user's to know: the example submits the first with none.
+        name, args, cli_args = job_names[0], "{}", ""
+        jobs = f"\n  Jobs served: {', '.join(job_names)} (add their arguments to args)\n"
     key, token = "", ""
     if settings.auth_enabled:
         key = f' -H "Authorization: Bearer ${API_KEY_ENV}"'
@@ -234,10 +252,10 @@ def _banner(base_url: str, redis_url: str, settings: Settings, made_key: str | N
     url = "" if base_url == DEFAULT_URL else f" --url {base_url}"
     return f"""
 Jobwire is up: {page}   (the web page; events and state in {_redacted(redis_url)})
-{_key_notice(settings, made_key)}
+{_key_notice(settings, made_key)}{jobs}
   Submit a job:
     curl -i -X POST {base_url}/jobs{key} -H 'Content-Type: application/json' \\
-      -d '{{"name":"demo.countdown","args":{{"seconds":10}}}}'
+      -d '{{"name":"{name}","args":{args}}}'
   Watch it (use the job_id{" and watch_token" if token else ""} from the answer):
     curl -N {base_url}/jobs/JOB_ID/events{token}
   Cut it with Ctrl-C, then resume from the last id you saw:
@@ -247,7 +265,7 @@ Jobwire is up: {page}   (the web page; events and state in {_redacted(redis_url)
     curl -X DELETE {base_url}/jobs/JOB_ID{key}
     curl {base_url}/readyz
   The same from the command line:
-    jobwire submit demo.countdown seconds=10 --watch{url}
+    jobwire submit {name}{cli_args} --watch{url}
 
 Press Ctrl-C to stop everything.
 """

@@ -4,8 +4,12 @@
 - `run(settings)`: a process that is a worker until SIGINT or SIGTERM (`jobwire worker`).
 - `WorkerSettings`: for arq's own CLI, `arq worker.main.WorkerSettings`, configured from the
   `JOBWIRE_*` environment when first looked up (not at import, so importing this module reads
-  no environment). arq's CLI builds its own `Worker` class, so it stops the arq way rather
-  than with `JobWorker`'s steps; jobs still hand themselves back the same way.
+  no environment), its jobs included (`JOBWIRE_JOBS`). arq's CLI builds its own `Worker`
+  class, so it stops the arq way rather than with `JobWorker`'s steps; jobs still hand
+  themselves back the same way.
+
+Unless given registries, a worker runs the jobs its settings name (`JOBWIRE_JOBS`, see
+`worker.jobpaths`), else the demo jobs.
 
 Stopping gives the jobs still running `JOBWIRE_SHUTDOWN_GRACE_S` to finish, then cancels them:
 each writes `retrying` ("worker shutting down") and goes back to the queue at once, for another
@@ -29,7 +33,7 @@ from arq.worker import Function
 from shared.catalog import JobSpec
 from shared.clients import retry_policy
 from shared.settings import Settings
-from worker import demo
+from worker.jobpaths import load_registries
 from worker.jobworker import JobWorker
 from worker.lifecycle import ARQ_MAX_TRIES, arq_timeout_s
 from worker.metrics import MetricsListener
@@ -50,7 +54,8 @@ def create_worker(
     *,
     handle_signals: bool = False,
 ) -> JobWorker:
-    """An arq worker for the jobs of `registries` (default: the demo jobs).
+    """An arq worker for the jobs of `registries` (default: those `settings.jobs` names,
+    else the demo jobs).
 
     With `handle_signals`, the worker stops itself on SIGINT/SIGTERM; leave it off inside a
     program that owns its signals, and stop the worker with `await worker.close()`.
@@ -68,7 +73,8 @@ def worker_options(
     handle_signals: bool = False,
 ) -> dict[str, Any]:
     """The arq `Worker` keyword arguments for `settings`."""
-    registries = [demo.jobs] if registries is None else registries
+    if registries is None:
+        registries = load_registries(settings.job_paths)
     functions, specs = _collect(registries, settings)
     lifespan = _Lifespan(settings, specs)
     return {
@@ -86,9 +92,9 @@ def worker_options(
     }
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, registries: Sequence[JobRegistry] | None = None) -> None:
     """Runs one worker until SIGINT or SIGTERM."""
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, registries))
 
 
 async def serve(settings: Settings, registries: Sequence[JobRegistry] | None = None) -> None:
