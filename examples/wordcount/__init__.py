@@ -1,0 +1,1 @@
+"""Counting the words of a text file fetched over HTTP (`examples.wordcount.jobs:jobs`)."""
