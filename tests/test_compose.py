@@ -99,8 +99,8 @@ def _assert_entry_point(argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
     assert f"jobwire {argv[1]}" in capsys.readouterr().out
 
 
-def _dockerfile_instructions() -> list[tuple[str, str]]:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+def _dockerfile_instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
+    text = path.read_text().replace("\\\n", " ")
     instructions = []
     for line in text.splitlines():
         line = line.strip()
@@ -382,3 +382,103 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in env_names() if f"`{name}`" not in readme]
     assert missing == []
+
+
+# The example's recipe: an image with the job package on top of the Jobwire image, and a compose
+# file laid over docker-compose.yml whose workers run it.
+EXAMPLE = ROOT / "examples" / "wordcount"
+EXAMPLE_COMPOSE: dict[str, Any] = yaml.safe_load((EXAMPLE / "compose.yml").read_text())
+EXAMPLE_INSTRUCTIONS = _dockerfile_instructions(EXAMPLE / "Dockerfile")
+
+
+def _example_image_jobs(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The job paths the example image's CMD runs, checked to be a real entry point."""
+    argv = json.loads(dict(EXAMPLE_INSTRUCTIONS)["CMD"])
+    _assert_entry_point(argv, capsys)
+    assert argv[:2] == ["jobwire", "worker"]
+    return [str(path) for path in argv[2:]]
+
+
+def test_the_example_compose_file_changes_only_the_workers_image_and_jobs() -> None:
+    worker = EXAMPLE_COMPOSE["services"]["worker"]
+
+    assert set(EXAMPLE_COMPOSE["services"]) == {"worker"}
+    # Paths in a compose file laid over another are read from the first one's folder.
+    assert worker["build"] == {"context": ".", "dockerfile": "examples/wordcount/Dockerfile"}
+    assert (ROOT / worker["build"]["dockerfile"]).is_file()
+    env = _environment(worker)
+    assert set(env) <= set(env_names())
+    merged = Settings.from_env(_environment(SERVICES["worker"]) | env)
+    assert merged.job_paths == ["examples.wordcount.jobs:jobs"]
+    assert merged.events_redis_url == "redis://redis:6379/0"
+
+
+def test_the_example_jobs_load_as_the_image_and_compose_name_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from examples.wordcount import jobs
+    from worker.jobpaths import load_registries
+
+    paths = _example_image_jobs(capsys)
+    setting = Settings.from_env(_environment(EXAMPLE_COMPOSE["services"]["worker"]))
+
+    assert paths == setting.job_paths
+    assert load_registries(paths) == [jobs.jobs]
+    # The base file's worker command runs whatever JOBWIRE_JOBS names.
+    assert _argv(SERVICES["worker"]["command"]) == ["jobwire", "worker"]
+
+
+def test_the_example_image_builds_on_the_jobwire_image_the_readme_builds() -> None:
+    readme = (ROOT / "README.md").read_text()
+    keywords = [keyword for keyword, _ in EXAMPLE_INSTRUCTIONS]
+
+    assert EXAMPLE_INSTRUCTIONS[:2] == [
+        ("ARG", "JOBWIRE_IMAGE=jobwire"),
+        ("FROM", "${JOBWIRE_IMAGE}"),
+    ]
+    assert "docker build -t jobwire ." in readme
+    assert "docker compose -f docker-compose.yml -f examples/wordcount/compose.yml up --build" in (
+        readme
+    )
+    # The base image's user and working directory stay: no USER, WORKDIR or RUN as root.
+    assert not {"USER", "WORKDIR", "RUN", "ENTRYPOINT"} & set(keywords)
+
+
+def test_the_example_image_holds_the_package_where_its_worker_imports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The COPY instructions replayed into a folder standing for the image's working
+    directory: its worker, started there with nothing else of the checkout on its path,
+    finds the job package."""
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for keyword, rest in EXAMPLE_INSTRUCTIONS:
+        if keyword != "COPY":
+            continue
+        *sources, destination = rest.split()
+        assert re.fullmatch(r"\./[\w/]+/", destination), destination
+        for source in sources:
+            assert (ROOT / source).is_file(), source
+            assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
+            target = tmp_path / destination / Path(source).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((ROOT / source).read_bytes())
+    copied = {path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.py")}
+    package = {path.relative_to(ROOT).as_posix() for path in EXAMPLE.rglob("*.py")}
+    assert copied == package | {"examples/__init__.py"}
+    check = (
+        "from worker.jobpaths import import_from_working_directory, load_registries\n"
+        "import_from_working_directory()\n"
+        f"load_registries({_example_image_jobs(capsys)!r})\n"
+        "import examples\n"
+        "print(examples.__file__)\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-P", "-c", check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[-1] == str(tmp_path / "examples" / "__init__.py")
