@@ -71,6 +71,8 @@ def project(tmp_path: Path) -> UserProject:
     module = f"userjobs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(USER_MODULE)
     (tmp_path / f"broken_{module}.py").write_text("import no_such_dependency_zz\n")
+    # A project's own `worker.py` beside its jobs must not take the place of Jobwire's worker.
+    (tmp_path / "worker.py").write_text("raise RuntimeError('the folder's worker.py ran')\n")
     return UserProject(tmp_path, module)
 
 
@@ -244,9 +246,17 @@ async def test_a_worker_process_runs_the_jobs_of_a_module_in_its_working_directo
     gateway = await start_gateway()
     keys = Keys(settings.key_prefix)
 
-    async with _running(argv, project.folder, env):
+    if how.startswith("arq"):
+        # arq's CLI appends the folder to the path: in an editable install (this one), whose
+        # finder comes after the path's, a `worker.py` there would be found before ours.
+        (project.folder / "worker.py").unlink()
+
+    async with _running(argv, project.folder, env) as process:
 
         async def advertised() -> bool:
+            if process.returncode is not None:
+                assert process.stderr is not None
+                raise AssertionError((await process.stderr.read()).decode())
             return list(await load_catalog(redis, keys)) == [JOB_NAME]
 
         await wait_until(advertised, timeout=scaled(20), message="the worker's jobs advertised")
