@@ -25,6 +25,7 @@ from gateway.endpoints import (
     multistream,
     openapi,
     page,
+    sockets,
     stream,
     system,
 )
@@ -119,6 +120,9 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlet
         Route("/jobs/{job_id}/events", stream.events, methods=["GET"]),
         Route("/jobs/{job_id}/tokens", jobs.revoke_tokens, methods=["DELETE"]),
         Route("/events", multistream.events, methods=["GET"], name="multi_events"),
+        # The WebSockets themselves are dispatched by GatewayApp; a plain GET gets 426.
+        Route("/jobs/{job_id}/ws", sockets.upgrade_required, methods=["GET"]),
+        Route("/events/ws", sockets.upgrade_required, methods=["GET"]),
         Route("/system", system.system, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
@@ -130,6 +134,8 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlet
     app = GatewayApp(
         job_events=stream.events,
         multi_events=multistream.events,
+        job_socket=sockets.job_socket,
+        multi_socket=sockets.multi_socket,
         routes=routes,
         exception_handlers=exception_handlers,
         lifespan=lifespan,

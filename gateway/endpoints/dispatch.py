@@ -8,6 +8,10 @@ their endpoints, with the same error handling; every other request goes through 
 usual. Every request, by either path, gets its request id here (`gateway.endpoints.requestlog`).
 HEAD, which Starlette's routes take wherever they take GET, comes here with its GET: the
 endpoints answer it with headers alone (`gateway.endpoints.stream.respond`), by either path.
+
+The same streams over a WebSocket (`/jobs/{id}/ws`, `/events/ws`) are dispatched here too,
+whatever their `Origin` (`gateway.endpoints.sockets` checks it): an error is answered with the
+same JSON response, which Starlette sends as the WebSocket's HTTP denial, before any upgrade.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,9 +31,11 @@ from gateway.endpoints.tally import RequestTally
 __all__ = ["GatewayApp"]
 
 Endpoint = Callable[[Request], Awaitable[ASGIApp]]
+SocketEndpoint = Callable[[HTTPConnection], Awaitable[ASGIApp]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 _JOB_EVENTS = re.compile(r"/jobs/([^/]+)/events")
+_JOB_SOCKET = re.compile(r"/jobs/([^/]+)/ws")
 _METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -39,6 +45,8 @@ class GatewayApp(Starlette):
         *,
         job_events: Endpoint,
         multi_events: Endpoint,
+        job_socket: SocketEndpoint,
+        multi_socket: SocketEndpoint,
         exception_handlers: Mapping[Any, ExceptionHandler],
         tally: RequestTally | None = None,
         **options: Any,
@@ -47,6 +55,8 @@ class GatewayApp(Starlette):
         self._tally = tally
         self._job_events = job_events
         self._multi_events = multi_events
+        self._job_socket = job_socket
+        self._multi_socket = multi_socket
         self._handlers = exception_handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,6 +64,9 @@ class GatewayApp(Starlette):
             send = tagged_send(send, request_id(scope))
             if self._tally is not None:
                 send = self._tally.counting(scope, send)
+        elif scope["type"] == "websocket" and self._socket_endpoint(scope):
+            await self._serve_socket(scope, receive, send)
+            return
         endpoint = self._stream_endpoint(scope)
         if endpoint is None:
             await super().__call__(scope, receive, send)
@@ -82,6 +95,31 @@ class GatewayApp(Starlette):
         scope["path_params"] = {"job_id": match[1]}
         scope["endpoint"] = self._job_events
         return self._job_events
+
+    def _socket_endpoint(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path == "/events/ws":
+            scope["path_params"] = {}
+            scope["endpoint"] = self._multi_socket
+            return True
+        match = _JOB_SOCKET.fullmatch(path)
+        if match is None:
+            return False
+        scope["path_params"] = {"job_id": match[1]}
+        scope["endpoint"] = self._job_socket
+        return True
+
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id(scope)
+        scope["app"] = self
+        endpoint: SocketEndpoint = scope["endpoint"]
+        try:
+            response = await endpoint(HTTPConnection(scope, receive))
+        except Exception as exc:
+            # The handlers log the request's method and path: a WebSocket opens with a GET.
+            as_request = Request({**scope, "type": "http", "method": "GET"}, receive)
+            response = await self._handler_for(exc)(as_request, exc)
+        await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler:
         for cls in type(exc).__mro__:

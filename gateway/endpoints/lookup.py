@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from gateway.endpoints.errors import APIError
 from gateway.endpoints.services import Services
@@ -14,7 +14,7 @@ from shared.state import snapshot
 __all__ = ["job_not_found", "load_snapshot", "path_job_id"]
 
 
-def path_job_id(request: Request) -> str:
+def path_job_id(request: HTTPConnection) -> str:
     job_id: str = request.path_params["job_id"]
     try:
         return validate_job_id(job_id)

@@ -9,7 +9,7 @@ trip for all of them.
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp
 
 from gateway.endpoints.auth import require_viewer
@@ -24,7 +24,8 @@ __all__ = ["MAX_JOBS", "events"]
 MAX_JOBS = 50
 
 
-async def events(request: Request) -> ASGIApp:
+async def events(request: HTTPConnection) -> ASGIApp:
+    """`GET /events?job=…`, and `/events/ws?job=…` over a WebSocket."""
     job_ids = _job_ids(request)
     viewer = require_viewer(request, job_ids)
     positions = cursor_positions(requested(request), job_ids)
@@ -34,7 +35,7 @@ async def events(request: Request) -> ASGIApp:
         raise APIError(404, "job_not_found", {"unknown": exc.job_ids}) from None
 
 
-def _job_ids(request: Request) -> list[str]:
+def _job_ids(request: HTTPConnection) -> list[str]:
     job_ids = list(dict.fromkeys(request.query_params.getlist("job")))
     if not job_ids:
         raise APIError(400, "invalid_request", "name at least one job: /events?job=<id>")

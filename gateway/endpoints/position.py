@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from gateway.endpoints.errors import APIError
 from shared.keys import InvalidJobId, validate_job_id
@@ -27,7 +27,7 @@ __all__ = [
 MAX_POSITION_CHARS = 16_384
 
 
-def requested(request: Request) -> str | None:
+def requested(request: HTTPConnection) -> str | None:
     """The raw position: the `Last-Event-ID` header, else `?last_event_id=`; None if empty."""
     raw = request.headers.get("last-event-id")
     if raw is None:

@@ -1,7 +1,8 @@
 """Keeping watch tokens out of the logs.
 
-EventSource cannot send headers, so a browser passes its watch token as `?token=`; uvicorn's
-access log prints every request's path with its query string. `RedactCredentials` blanks the
+EventSource and WebSocket cannot send headers, so a browser passes its watch token as
+`?token=`; uvicorn's access log prints every request's path with its query string, and so
+does the line its WebSocket protocol logs for each handshake. `RedactCredentials` blanks the
 token there.
 """
 
@@ -45,5 +46,7 @@ _REDACTION = RedactCredentials()
 
 
 def install_log_redaction() -> None:
-    """Keeps tokens out of uvicorn's access log (idempotent: one filter however many apps)."""
+    """Keeps tokens out of uvicorn's access log, and out of the line its WebSocket protocol
+    logs per handshake on `uvicorn.error` (idempotent: one filter however many apps)."""
     logging.getLogger("uvicorn.access").addFilter(_REDACTION)
+    logging.getLogger("uvicorn.error").addFilter(_REDACTION)

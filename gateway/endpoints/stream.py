@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
@@ -21,19 +21,26 @@ from gateway.endpoints.lookup import job_not_found, path_job_id
 from gateway.endpoints.position import parse_position, requested
 from gateway.endpoints.resumption import UnknownJobs, count_resumes, resume_points
 from gateway.endpoints.services import Services, services
-from gateway.engine.response import HEADERS, EventStreamResponse
+from gateway.engine.framing import WEBSOCKET
+from gateway.engine.response import (
+    HEADERS,
+    EventStreamResponse,
+    WebSocketStreamResponse,
+    websocket_ended,
+)
 from gateway.engine.resume import Resume
 from shared import sse
 from shared.streamid import StreamId
 
-__all__ = ["event_stream", "events", "respond"]
+__all__ = ["event_stream", "events", "respond", "websocket_stream"]
 
 # A GET's headers, less the framing of a body that a HEAD does not have.
 _HEAD_HEADERS = {name.decode(): value.decode() for name, value in HEADERS}
 del _HEAD_HEADERS["transfer-encoding"]
 
 
-async def events(request: Request) -> ASGIApp:
+async def events(request: HTTPConnection) -> ASGIApp:
+    """`GET /jobs/{id}/events`, and `/jobs/{id}/ws` over a WebSocket."""
     job_id = path_job_id(request)
     viewer = require_viewer(request, [job_id])
     raw = requested(request)
@@ -45,25 +52,31 @@ async def events(request: Request) -> ASGIApp:
 
 
 async def respond(
-    request: Request,
+    request: HTTPConnection,
     viewer: Viewer,
     positions: Mapping[str, StreamId | None],
     *,
     composite: bool = False,
 ) -> ASGIApp:
     """The answer to a well-formed stream request: the event stream from `positions`, or 204
-    when the client already has every job's terminal event. Raises UnknownJobs.
+    when the client already has every job's terminal event; over a WebSocket (the request's
+    scope says which), the stream's messages, or the `end` message at once. Raises UnknownJobs.
 
     The viewer's slot and one request of its budget are taken before Redis is read, and given
     back at once unless a stream opens (a 404 or a 204 holds nothing).
     """
     svc = services(request)
-    if request.method == "HEAD":
+    if request.scope.get("method") == "HEAD":
         limits(request).ask_stream(viewer.counted_keys)
         return _headers_only(await resume_points(svc, viewer, positions))
+    over_websocket = request.scope["type"] == "websocket"
     with limits(request).open_stream(viewer.counted_keys) as slot:
         resumes = await resume_points(svc, viewer, positions)
         count_resumes(svc.hub.counters, positions, resumes)
+        if over_websocket:
+            if _finished(resumes):
+                return websocket_ended
+            return slot.guard(websocket_stream(svc, resumes, composite=composite))
         if _finished(resumes):
             return Response(status_code=204)
         return slot.guard(event_stream(svc, resumes, composite=composite))
@@ -92,5 +105,20 @@ def event_stream(
         if resume.reset is not None:
             head += sse.frame(orjson.dumps(resume.reset), event="reset")
     return EventStreamResponse(
+        svc.hub, resumes, head, composite=composite, send_timeout=svc.settings.send_timeout_s
+    )
+
+
+def websocket_stream(
+    svc: Services, resumes: list[Resume], *, composite: bool = False
+) -> WebSocketStreamResponse:
+    """The same over a WebSocket: any `reset` first (there is no `retry:`; a client picks its
+    own delay)."""
+    head = b"".join(
+        WEBSOCKET.notice("reset", orjson.dumps(resume.reset))
+        for resume in resumes
+        if resume.reset is not None
+    )
+    return WebSocketStreamResponse(
         svc.hub, resumes, head, composite=composite, send_timeout=svc.settings.send_timeout_s
     )

@@ -9,6 +9,9 @@ with one pump task.
 
 The hub hands over SSE bytes; a `TransportConnection` wraps each write in one HTTP/1.1 chunk,
 as the response declares chunked encoding, so frames queued together go out as one chunk.
+A WebSocket's frames are whole messages already: a `WebSocketTransportConnection` (offered by
+`gateway.processes.wsprotocol`) writes them as they are, and an `AsgiWebSocketConnection`
+sends their messages through ASGI `websocket.send`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from typing import Any, Protocol
 from starlette.types import Receive, Send
 from uvicorn.protocols.http.flow_control import FlowControl
 
+from gateway.engine import websocket
+
 __all__ = [
     "TRANSPORT_EXTENSION",
     "AsgiConnection",
+    "AsgiWebSocketConnection",
     "Connection",
     "TransportConnection",
+    "WebSocketTransportConnection",
     "transport_connection",
 ]
 
@@ -145,6 +152,22 @@ class TransportConnection:
             callback()
 
 
+class WebSocketTransportConnection(TransportConnection):
+    """Writes WebSocket frames straight to the socket's transport, after uvicorn's WebSocket
+    protocol completed the handshake; uvicorn still reads the client's frames and writes the
+    closing one (each write is whole frames, so theirs and ours never interleave)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            return
+        try:
+            self._transport.write(data)
+        except (OSError, RuntimeError):
+            self._transport.abort()
+
+
 class AsgiConnection:
     """The same through ASGI `send()`, for servers that offer no direct path: one pump task
     sends what was written, another ends it when the client disconnects — or when the
@@ -214,6 +237,9 @@ class AsgiConnection:
             pass
         self._pump.cancel()
 
+    async def _send_body(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
     async def _run(self) -> None:
         try:
             while True:
@@ -222,9 +248,7 @@ class AsgiConnection:
                 while self._queue:
                     data = self._queue.popleft()
                     self._size -= len(data)
-                    await self._send(
-                        {"type": "http.response.body", "body": data, "more_body": True}
-                    )
+                    await self._send_body(data)
                 self._idle.set()
         except OSError:
             pass
@@ -232,6 +256,21 @@ class AsgiConnection:
             self._closed.set()
             self._idle.set()
             self._watch.cancel()
+
+
+class AsgiWebSocketConnection(AsgiConnection):
+    """`AsgiConnection` for a WebSocket: the frames the hub writes are sent as the messages
+    they hold (`websocket.send`); pings are left to the server, ASGI cannot send them."""
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        self._pump.cancel()
+
+    async def _send_body(self, data: bytes) -> None:
+        for opcode, payload in websocket.payloads(data):
+            if opcode == websocket.TEXT:
+                await self._send({"type": "websocket.send", "text": payload.decode()})
 
 
 def transport_connection(scope: Mapping[str, Any]) -> TransportConnection | None:

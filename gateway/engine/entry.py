@@ -3,7 +3,9 @@ subscribers get it.
 
 The stored frame carries the event's own stream id as its `id:`, which is what a single-job
 stream sends. A multi-job stream's `id:` is the subscriber's cursor instead, so those frames
-are built per subscriber (`Entry.framed_as`).
+are built per subscriber (`Entry.framed_as`). The WebSocket frame of a single-job stream
+(`Entry.ws_frame`) is built the first time a WebSocket subscriber needs it, then kept: a job
+watched only over SSE never pays for it.
 
 Whoever can reach Redis can publish anything on a job's live channel, so what is not an event
 the hub can deliver is refused here (`BadEntry`), and counted and logged by `BadEntryLog`
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.engine import websocket
 from shared import sse
 from shared.events import TERMINAL_TYPES, EventType
 from shared.streamid import InvalidStreamId, StreamId
@@ -36,14 +39,16 @@ class BadEntry(ValueError):
     the entry: those bytes are not ours to put in a log."""
 
 
-class Entry(NamedTuple):
-    """One stored event: its id, type and time, its envelope, and its single-job frame."""
+@dataclass(slots=True)
+class Entry:
+    """One stored event: its id, type and time, its envelope, and its single-job frames."""
 
     id: StreamId
     type: str
     ts: int
     payload: bytes
     frame: bytes
+    _ws_frame: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +80,18 @@ class Entry(NamedTuple):
     def framed_as(self, event_id: str) -> bytes:
         """The same event framed with another `id:` (a multi-job stream's cursor)."""
         return sse.frame(self.payload, event=self.type, id=event_id)
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The event as a WebSocket text frame with its own stream id, built once."""
+        frame = self._ws_frame
+        if frame is None:
+            frame = self._ws_frame = self.ws_framed_as(str(self.id))
+        return frame
+
+    def ws_framed_as(self, event_id: str) -> bytes:
+        """The event as a WebSocket text frame with another `id` (a multi-job cursor)."""
+        return websocket.event_frame(event_id, self.type, self.payload)
 
 
 def _stream_id(raw_id: bytes | str) -> StreamId:

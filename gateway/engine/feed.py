@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.engine.entry import Entry
+from gateway.engine.framing import WEBSOCKET
 from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Subscriber
 from shared.events import EventType
@@ -41,7 +42,8 @@ class Feed:
     ring_bytes: int = 0
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)  # and caught up
     last_id: StreamId | None = None  # the last event delivered live to this feed
-    live: set[Subscriber] = field(default_factory=set)  # single-job, at last_id
+    live: set[Subscriber] = field(default_factory=set)  # single-job SSE, at last_id
+    live_ws: set[Subscriber] = field(default_factory=set)  # single-job WebSocket, at last_id
     live_composite: set[Subscriber] = field(default_factory=set)
     joining: set[Subscriber] = field(default_factory=set)
     ahead: set[Subscriber] = field(default_factory=set)  # joined past last_id
@@ -59,10 +61,11 @@ class Feed:
 
     @property
     def empty(self) -> bool:
-        return not (self.live or self.live_composite or self.joining or self.ahead)
+        return not (self.live or self.live_ws or self.live_composite or self.joining or self.ahead)
 
     def members(self) -> Iterator[Subscriber]:
         yield from self.live
+        yield from self.live_ws
         yield from self.live_composite
         yield from self.joining
         yield from self.ahead
@@ -71,9 +74,19 @@ class Feed:
         """Take a subscriber that has joined: live if it is at the feed's last event, else
         ahead until the feed catches up with it."""
         if self.last_id is not None and subscriber.cursor[self.job_id] == self.last_id:
-            (self.live_composite if subscriber.composite else self.live).add(subscriber)
+            self.go_live(subscriber)
         else:
             self.ahead.add(subscriber)
+
+    def go_live(self, subscriber: Subscriber) -> None:
+        """Deliver the job's events to `subscriber` as they come: a single-job subscriber gets
+        the event's shared frame (of its framing), a multi-job one its own."""
+        if subscriber.composite:
+            self.live_composite.add(subscriber)
+        elif subscriber.framing is WEBSOCKET:
+            self.live_ws.add(subscriber)
+        else:
+            self.live.add(subscriber)
 
     def learn(self, resume: Resume, subscriber: Subscriber) -> None:
         """Take what `resume` read of who may watch the job, unless it is older than what the
@@ -95,10 +108,11 @@ class Feed:
         """Forget `subscriber`; True when no subscriber is left."""
         self.by_token.pop(subscriber, None)
         self.live.discard(subscriber)
+        self.live_ws.discard(subscriber)
         self.live_composite.discard(subscriber)
         self.joining.discard(subscriber)
         self.ahead.discard(subscriber)
-        return not (self.live or self.live_composite or self.joining or self.ahead)
+        return self.empty
 
     def record(self, entry: Entry) -> bool:
         """Move on to `entry` and keep it in the ring; False if the feed already had it

@@ -31,6 +31,7 @@ from gateway.engine.connection import Connection
 from gateway.engine.counters import GatewayCounters
 from gateway.engine.entry import BadEntryLog, Entry
 from gateway.engine.feed import Feed
+from gateway.engine.framing import SSE, Framing
 from gateway.engine.liveness import note, ping_forever, watch_stalls
 from gateway.engine.reader import PubSubReader
 from gateway.engine.resume import Resume
@@ -131,7 +132,11 @@ class Hub:
         """Subscribers summed over the watched jobs (a stream of three jobs counts three);
         O(watched jobs): for a scrape, not the hot path."""
         return sum(
-            len(feed.live) + len(feed.live_composite) + len(feed.joining) + len(feed.ahead)
+            len(feed.live)
+            + len(feed.live_ws)
+            + len(feed.live_composite)
+            + len(feed.joining)
+            + len(feed.ahead)
             for feed in self._feeds.values()
         )
 
@@ -147,10 +152,17 @@ class Hub:
     # -- subscribing --------------------------------------------------------------------
 
     async def serve(
-        self, connection: Connection, resumes: list[Resume], head: bytes, *, composite: bool
+        self,
+        connection: Connection,
+        resumes: list[Resume],
+        head: bytes,
+        *,
+        composite: bool,
+        framing: Framing = SSE,
     ) -> Outcome:
-        """Stream `resumes` to `connection` until an outcome; `head` goes first."""
-        subscriber = Subscriber(connection, resumes, composite)
+        """Stream `resumes` to `connection` until an outcome, framed as `framing` says; `head`
+        goes first."""
+        subscriber = Subscriber(connection, resumes, composite, framing)
         if self._stopping:
             return Outcome.SHUTDOWN
         self._subscribers.add(subscriber)
@@ -260,19 +272,27 @@ class Hub:
         for subscriber in feed.live:
             subscriber.outbox.append(frame)
         self._dirty.update(feed.live)
+        if feed.live_ws:  # one test for a job no WebSocket watches: its frame is not built
+            self._fan_out(feed.live_ws, entry.ws_frame)
         for subscriber in list(feed.live_composite):
             self._deliver(subscriber, feed.job_id, entry)
         for subscriber in list(feed.ahead):
             self._deliver_if_new(subscriber, feed.job_id, entry)
             if subscriber.cursor[feed.job_id] == entry.id:
                 feed.ahead.discard(subscriber)
-                (feed.live_composite if subscriber.composite else feed.live).add(subscriber)
+                feed.go_live(subscriber)
         for subscriber in feed.joining:
             subscriber.holding[feed.job_id].append(entry)
         if entry.terminal:
-            for subscriber in list(feed.live):
+            for subscriber in [*feed.live, *feed.live_ws]:
                 self._close_job(subscriber, feed.job_id)
         self._schedule_flush()
+
+    def _fan_out(self, subscribers: set[Subscriber], frame: bytes) -> None:
+        self.counters.events_delivered += len(subscribers)
+        for subscriber in subscribers:
+            subscriber.outbox.append(frame)
+        self._dirty.update(subscribers)
 
     def _deliver_if_new(self, subscriber: Subscriber, job_id: str, entry: Entry) -> None:
         position = subscriber.cursor[job_id]

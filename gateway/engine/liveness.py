@@ -1,6 +1,6 @@
-"""Keeping streams alive and honest: a comment ping on each idle stream, so proxies do not
-cut it, and a `stalled` event for the subscribers of a running job gone silent (its worker
-died or hung).
+"""Keeping streams alive and honest: a ping on each idle stream (an SSE comment, a WebSocket
+ping frame), so proxies do not cut it, and a `stalled` event for the subscribers of a running
+job gone silent (its worker died or hung).
 
 Neither carries an `id:`, so neither moves a client's position. Both go out through the hub's
 `send`, so they share the subscriber's outbox and its one write per loop turn. A job's next
@@ -15,14 +15,13 @@ from collections.abc import Callable, Collection, Mapping
 import orjson
 
 from gateway.engine.feed import Feed
+from gateway.engine.framing import Framing
 from gateway.engine.subscriber import Subscriber
-from shared import sse
 from shared.events import now_ms
 from shared.state import JobStatus, is_stalled, status_after
 
-__all__ = ["PING", "note", "ping_forever", "stall_frame", "watch_stalls"]
+__all__ = ["note", "ping_forever", "stall_data", "watch_stalls"]
 
-PING = sse.comment("ping")
 _STATUSES = frozenset(status.value for status in JobStatus)
 
 Send = Callable[[Subscriber, bytes], None]
@@ -47,7 +46,7 @@ async def ping_forever(interval_s: float, subscribers: Collection[Subscriber], s
         await asyncio.sleep(interval_s)
         for subscriber in subscribers:
             if not subscriber.wrote:
-                send(subscriber, PING)
+                send(subscriber, subscriber.framing.ping)
             subscriber.wrote = False
 
 
@@ -61,15 +60,20 @@ async def watch_stalls(heartbeat_s: float, feeds: Mapping[str, Feed], send: Send
                 continue
             if is_stalled(feed.status, feed.last_event_ms, heartbeat_s, now):
                 feed.stalled = True
-                frame = stall_frame(feed, now)
+                data = stall_data(feed, now)
+                frames: dict[Framing, bytes] = {}
                 for subscriber in list(feed.members()):
+                    framing = subscriber.framing
+                    frame = frames.get(framing)
+                    if frame is None:
+                        frame = frames[framing] = framing.notice("stalled", data)
                     send(subscriber, frame)
 
 
-def stall_frame(feed: Feed, now: int) -> bytes:
+def stall_data(feed: Feed, now: int) -> bytes:
     data = {
         "job": feed.job_id,
         "silent_s": round((now - feed.last_event_ms) / 1000, 1),
         "last_event_id": None if feed.last_id is None else str(feed.last_id),
     }
-    return sse.frame(orjson.dumps(data), event="stalled")
+    return orjson.dumps(data)

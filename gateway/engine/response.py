@@ -1,18 +1,33 @@
-"""The ASGI response that carries an event stream: it hands the connection to the hub and
-closes the response the way the stream's outcome calls for."""
+"""The ASGI responses that carry an event stream, over HTTP (`EventStreamResponse`) or a
+WebSocket (`WebSocketStreamResponse`): each hands the connection to the hub and ends the way the
+stream's outcome calls for.
+
+A WebSocket ends with a close code a client can act on: 1000 after the `end` message (every
+job delivered its terminal event); 1012 at shutdown and 1013 when Redis could not be read
+(reconnect, elsewhere or shortly); 4401 when its watch token was revoked (a reconnect is
+refused with 401). Too slow a reader is dropped without a close frame, as on SSE.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.engine.connection import AsgiConnection, Connection, transport_connection
+from gateway.engine import websocket
+from gateway.engine.connection import (
+    AsgiConnection,
+    AsgiWebSocketConnection,
+    Connection,
+    transport_connection,
+)
+from gateway.engine.framing import WEBSOCKET
 from gateway.engine.hub import Hub
 from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Outcome
 
-__all__ = ["EventStreamResponse"]
+__all__ = ["EventStreamResponse", "WebSocketStreamResponse", "websocket_ended"]
 
 HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -59,3 +74,68 @@ class EventStreamResponse:
         # Too slow to take what it was sent: drop it; it resumes from its Last-Event-ID.
         connection.abort()
         await connection.wait_closed()
+
+
+_CLOSE_CODES = {
+    Outcome.FINISHED: 1000,  # normal closure
+    Outcome.SHUTDOWN: 1012,  # service restart: reconnect (to another replica)
+    Outcome.UNAVAILABLE: 1013,  # try again later
+    Outcome.REVOKED: 4401,  # the watch token was revoked: a reconnect is refused with 401
+}
+_END = websocket.END.decode()
+
+
+class WebSocketStreamResponse:
+    """The stream over a WebSocket: accepted once the request was checked and its resume
+    points found (a refusal is an HTTP answer before the upgrade), then fed by the hub."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        resumes: list[Resume],
+        head: bytes,
+        *,
+        composite: bool,
+        send_timeout: float,
+    ) -> None:
+        self._hub = hub
+        self._resumes = resumes
+        self._head = head
+        self._composite = composite
+        self._send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "websocket.accept"})
+        connection: Connection = transport_connection(scope) or AsgiWebSocketConnection(
+            send, receive
+        )
+        outcome = await self._hub.serve(
+            connection, self._resumes, self._head, composite=self._composite, framing=WEBSOCKET
+        )
+        if outcome is Outcome.LOST:
+            return
+        if outcome is not Outcome.CUT:
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    await connection.drain()
+                    await _close(send, _CLOSE_CODES[outcome])
+                return
+            except TimeoutError:
+                self._hub.counters.send_timeouts += 1
+            except OSError:  # the client left meanwhile (uvicorn's ClientDisconnected)
+                return
+        connection.abort()
+        await connection.wait_closed()
+
+
+async def websocket_ended(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a resume at the terminal event of every job: the `end` message at once."""
+    await send({"type": "websocket.accept"})
+    with contextlib.suppress(OSError):  # the client left meanwhile
+        await _close(send, 1000)
+
+
+async def _close(send: Send, code: int) -> None:
+    if code == 1000:
+        await send({"type": "websocket.send", "text": _END})
+    await send({"type": "websocket.close", "code": code})

@@ -11,6 +11,7 @@ from enum import Enum
 
 from gateway.engine.connection import Connection
 from gateway.engine.entry import Entry
+from gateway.engine.framing import SSE, Framing
 from gateway.engine.resume import Resume, format_cursor
 from shared.streamid import StreamId
 
@@ -35,15 +36,23 @@ class Subscriber:
         "cursor",
         "done",
         "finishing",
+        "framing",
         "holding",
         "open_jobs",
         "outbox",
         "wrote",
     )
 
-    def __init__(self, connection: Connection, resumes: list[Resume], composite: bool) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        resumes: list[Resume],
+        composite: bool,
+        framing: Framing = SSE,
+    ) -> None:
         self.connection = connection
         self.composite = composite
+        self.framing = framing  # SSE or WebSocket: which bytes of each event it gets
         self.cursor: dict[str, StreamId | None] = {r.job_id: r.after for r in resumes}
         self.open_jobs = {r.job_id for r in resumes if not r.finished}
         # Per job being joined: events announced live while its backfill reads the stream.
@@ -55,6 +64,6 @@ class Subscriber:
 
     def frame_for(self, job_id: str, entry: Entry) -> bytes:
         if not self.composite:
-            return entry.frame
+            return self.framing.event(entry)
         cursor = {job: pos for job, pos in self.cursor.items() if pos is not None}
-        return entry.framed_as(format_cursor(cursor))
+        return self.framing.event_as(entry, format_cursor(cursor))

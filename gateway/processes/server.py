@@ -13,10 +13,14 @@ from uvicorn.config import LOGGING_CONFIG
 from gateway.app import create_app
 from gateway.processes.gcpolicy import GcPolicy
 from gateway.processes.protocol import GatewayServerState, HeadDeadlines, StreamingHttpProtocol
+from gateway.processes.wsprotocol import StreamingWebSocketProtocol
 from shared.settings import Settings
 
 __all__ = ["GatewayServer", "serve"]
 
+# A stream takes no messages from its client (they are dropped): a larger one is refused with
+# close code 1009 before it is buffered.
+WS_MAX_MESSAGE_BYTES = 4096
 # How long uvicorn waits for open requests once streams were asked to end.
 GRACEFUL_SHUTDOWN_S = 10
 
@@ -81,6 +85,13 @@ def build_server(
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         http=StreamingHttpProtocol,
+        ws=StreamingWebSocketProtocol,
+        # Frames are built once per event and shared: a compressed frame would be one
+        # connection's. Pings are the hub's (only to idle streams, JOBWIRE_PING_S), as on SSE.
+        ws_per_message_deflate=False,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
         log_config=_log_config(settings),
         **config,  # type: ignore[arg-type]
     )

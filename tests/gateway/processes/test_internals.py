@@ -54,6 +54,32 @@ CONTACTS = [
         instance_attributes=("connections", "tasks"),
     ),
     Contact(
+        "gateway/processes/wsprotocol.py",
+        "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol",
+        methods=(
+            "connection_made",
+            "connection_lost",
+            "handle_connect",
+            "pause_writing",
+            "resume_writing",
+            "send_receive_event_to_app",
+            "send",
+        ),
+        instance_attributes=(
+            "transport",
+            "response",
+            "scope",
+            "frames",
+            "handshake_complete",
+            "connections",
+        ),
+    ),
+    Contact(
+        "gateway/processes/wsprotocol.py",
+        "uvicorn.protocols.http.flow_control:FlowControl",
+        methods=("pause_writing", "resume_writing"),
+    ),
+    Contact(
         "gateway/engine/connection.py",
         "uvicorn.protocols.http.flow_control:FlowControl",
         methods=("drain",),
