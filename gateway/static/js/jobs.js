@@ -1,6 +1,7 @@
 // One job as the page knows it: everything its events said, folded into one state.
 
 import { TERMINAL_TYPES } from "./events.js";
+import { Output } from "./output.js";
 
 export class Job {
   constructor({ id, name, args, watchToken = null, createdAt = null }) {
@@ -13,8 +14,7 @@ export class Job {
     this.attempt = 0;
     this.progress = null;
     this.cursor = null; // id of the last event applied: the stream resumes after it
-    this.output = []; // partial output, chunk by chunk, of the current attempt
-    this.outputGeneration = 0; // bumped when the output starts over
+    this.output = new Output(); // partial output of the current attempt: a new one per attempt
     this.notes = []; // errors, retries and logs, as {kind, text}
     this.result = undefined;
     this.failure = null;
@@ -57,8 +57,7 @@ export class Job {
   }
 
   restartOutput() {
-    this.output = [];
-    this.outputGeneration += 1;
+    this.output = new Output();
   }
 
   get tookSeconds() {
@@ -80,7 +79,7 @@ const HANDLERS = {
   started(job, data) {
     job.status = "running";
     // A new attempt produces its output again from the start.
-    if (job.output.length > 0) job.restartOutput();
+    if (job.output.end > 0) job.restartOutput();
     if (data.attempt > 1) job.notes.push({ kind: "retry", text: `attempt ${data.attempt} started` });
   },
   progress(job, data) {
@@ -91,7 +90,7 @@ const HANDLERS = {
     job.heartbeatAt = event.ts;
   },
   data(job, data) {
-    job.output.push(typeof data.token === "string" ? data.token : `${JSON.stringify(data)}\n`);
+    job.output.append(typeof data.token === "string" ? data.token : `${JSON.stringify(data)}\n`);
   },
   log(job, data) {
     job.notes.push({ kind: "log", text: `${data.level ?? "info"}: ${data.message ?? ""}` });

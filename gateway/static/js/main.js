@@ -7,6 +7,7 @@ import {
   renderArgumentFields,
   showArgumentProblems,
 } from "./form.js";
+import { FrameBatch } from "./frames.js";
 import { Job } from "./jobs.js";
 import { REMEMBERED_JOBS, loadCleared, loadJobs, saveCleared, saveJobs } from "./storage.js";
 import { Watcher } from "./stream.js";
@@ -24,8 +25,9 @@ let refreshTimer = null;
 const cleared = loadCleared(); // ids of jobs cleared here, kept off the page
 let withdrawKeyQuestion = () => {}; // takes back an unanswered question about a link's key
 
+const redraws = new FrameBatch((id) => cards.get(id)?.render());
 const watcher = new Watcher({
-  onJobChanged: (job) => cards.get(job.id)?.render(),
+  onJobChanged: (job) => redraws.mark(job.id),
   onConnectionChanged: (state) => showConnection($("connection"), state),
 });
 

@@ -8,7 +8,7 @@
 // events at or before its cursor, so a replayed event is never applied twice.
 
 import { jobStatus, ApiError } from "./api.js";
-import { compareStreamIds, formatCursor, parseCursor } from "./cursor.js";
+import { compareStreamIds, formatCursor, positionIn } from "./cursor.js";
 import { CONNECTION_TYPES, STORED_TYPES } from "./events.js";
 
 export const MAX_JOBS_PER_STREAM = 50;
@@ -294,7 +294,7 @@ export class Watcher {
     if (message.type === "reset") {
       job.reset(event.reason, event.state);
     } else if (!CONNECTION_TYPES.has(message.type)) {
-      const position = parseCursor(message.lastEventId).get(job.id) ?? null;
+      const position = positionIn(message.lastEventId, job.id);
       if (position === null || compareStreamIds(position, job.cursor) <= 0) return;
       job.cursor = position;
       job.apply(event);

@@ -43,6 +43,31 @@ export function formatRate(rate) {
   return `${rate.toFixed(digits)}/s`;
 }
 
+// The last this many characters of an output are on screen unless "Show all" is chosen.
+export const VISIBLE_OUTPUT_CHARS = 16 * 1024;
+const MAX_OUTPUT_NODES = 64;
+
+// Removes the first `count` characters of an element holding only text nodes.
+function trimFront(element, count) {
+  let left = count;
+  while (left > 0 && element.firstChild) {
+    const node = element.firstChild;
+    if (node.length <= left) {
+      left -= node.length;
+      node.remove();
+    } else {
+      node.deleteData(0, left);
+      left = 0;
+    }
+  }
+}
+
+function formatSize(chars) {
+  if (chars < 1024) return `${chars} characters`;
+  if (chars < 1024 * 1024) return `${(chars / 1024).toFixed(0)} KB`;
+  return `${(chars / 1024 / 1024).toFixed(1)} MB`;
+}
+
 function summarize(value) {
   const text = JSON.stringify(value);
   return text === undefined ? "" : text;
@@ -65,8 +90,8 @@ export class JobCard {
     const cancel = this.part("cancel");
     cancel.setAttribute("aria-label", `Cancel ${job.name} ${job.id}`);
     cancel.addEventListener("click", () => onCancel(this));
-    this.renderedGeneration = job.outputGeneration;
-    this.renderedChunks = 0;
+    this.part("show-all").addEventListener("click", () => this.toggleShowAll());
+    this.shown = { output: null, end: 0, chars: 0, all: false }; // what the output box holds
     this.renderedNotes = 0;
     this.render();
   }
@@ -117,20 +142,66 @@ export class JobCard {
     this.part("took").textContent = took === null ? "" : `took ${formatElapsed(took)}`;
   }
 
-  // Appends only the chunks not yet shown, so a long output costs nothing per new token.
+  // Appends only the text not yet shown, as one text node per frame, and keeps only the last
+  // VISIBLE_OUTPUT_CHARS on screen unless the person asked for all of it: a long output costs
+  // nothing per new token, and a flood costs one bounded write per frame.
   renderOutput() {
-    const output = this.part("output");
-    if (this.renderedGeneration !== this.job.outputGeneration) {
-      output.textContent = "";
-      this.renderedGeneration = this.job.outputGeneration;
-      this.renderedChunks = 0;
+    const output = this.job.output;
+    const element = this.part("output");
+    if (this.shown.output !== output) {
+      // A new attempt, or a reset: its output starts over.
+      this.shown = { output, end: output.start, chars: 0, all: false };
+      element.textContent = "";
     }
-    const chunks = this.job.output;
-    if (chunks.length > this.renderedChunks) {
-      output.append(chunks.slice(this.renderedChunks).join(""));
-      this.renderedChunks = chunks.length;
+    const shown = this.shown;
+    if (output.end > shown.end) {
+      const from = shown.all ? shown.end : Math.max(shown.end, output.end - VISIBLE_OUTPUT_CHARS);
+      this.appendOutput(output.text(from), from > shown.end);
+      shown.end = output.end;
     }
-    output.hidden = chunks.length === 0;
+    element.hidden = output.end === 0;
+    this.renderShowAll();
+  }
+
+  appendOutput(text, replace) {
+    const element = this.part("output");
+    const shown = this.shown;
+    if (replace) {
+      element.textContent = text;
+      shown.chars = text.length;
+    } else {
+      element.append(text);
+      shown.chars += text.length;
+    }
+    if (!shown.all) trimFront(element, shown.chars - VISIBLE_OUTPUT_CHARS);
+    shown.chars = Math.min(shown.chars, shown.all ? Infinity : VISIBLE_OUTPUT_CHARS);
+    // A text node per frame, merged now and then: the node count stays small.
+    if (element.childNodes.length > MAX_OUTPUT_NODES) element.normalize();
+  }
+
+  renderShowAll() {
+    const button = this.part("show-all");
+    const output = this.job.output;
+    const cut = output.end > VISIBLE_OUTPUT_CHARS;
+    button.hidden = !cut;
+    if (!cut) return;
+    const label = this.shown.all
+      ? `Show only the last ${formatSize(VISIBLE_OUTPUT_CHARS)}`
+      : `Show all ${formatSize(output.length)}`;
+    const dropped = output.dropped
+      ? `the first ${formatSize(output.start)} are no longer kept by this page`
+      : "";
+    if (button.textContent !== label) button.textContent = label;
+    if (button.title !== dropped) button.title = dropped;
+  }
+
+  toggleShowAll() {
+    const output = this.job.output;
+    const all = !this.shown.all;
+    const from = all ? output.start : Math.max(output.start, output.end - VISIBLE_OUTPUT_CHARS);
+    this.shown = { output, end: output.end, chars: 0, all };
+    this.appendOutput(output.text(from), true);
+    this.renderShowAll();
   }
 
   renderNotes() {

@@ -502,20 +502,22 @@ async def test_the_page_applies_each_event_once_by_its_position(
         deliver("data", "j1:9-0", { token: "a" });  // replayed after a reconnect
         deliver("data", "j1:10-0", { token: "b" });
         deliver("data", "j0:99-0,j1:10-1", { token: "c" });
-        const before = job.output.join("");
+        deliver("data", "xj1:99-0,j1:10-2", { token: "d" });  // another job's id ends in j1
+        deliver("data", "xj1:99-1", { token: "x" });  // no position of j1's: not applied
+        const before = job.output.text();
         watcher.deliver(new MessageEvent("reset", {
             data: JSON.stringify({ job: "j1", reason: "history_trimmed",
                                    state: { status: "completed", attempt: 1 } }),
             lastEventId: "j1:10-1",
         }));
         // The replay that follows a reset still has to arrive: the job is not over yet.
-        const afterReset = [job.output.join(""), job.cursor, job.terminal];
+        const afterReset = [job.output.text(), job.cursor, job.terminal];
         deliver("data", "j1:9-0", { token: "a" });
-        return [before, afterReset, job.output.join("")];
+        return [before, afterReset, job.output.text()];
     }"""
     )
 
-    assert applied == ["abc", ["", None, False], "a"]
+    assert applied == ["abcd", ["", None, False], "a"]
 
 
 async def test_a_refused_key_opens_the_settings_to_enter_another(
