@@ -127,6 +127,12 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
         help="while watching, give up (exit 1) when the gateway has not answered for this long"
         f" (default: {DEFAULT_GIVE_UP_AFTER_S:g}; 0: never)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=("sse", "ws"),
+        default="sse",
+        help="follow the job over Server-Sent Events (default) or a WebSocket",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -156,6 +162,7 @@ def _run_submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         follow=args.watch,
         as_json=args.json,
         give_up_after_s=_give_up_after_s(args),
+        transport=args.transport,
     )
 
 
@@ -170,6 +177,7 @@ def _run_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         token=args.token,
         as_json=args.json,
         give_up_after_s=_give_up_after_s(args),
+        transport=args.transport,
     )
 
 

@@ -22,6 +22,7 @@ from jobwire.client.stream import (
     ConnectionListener,
     StreamOptions,
     StreamRequest,
+    Transport,
     stream_events,
 )
 from jobwire.client.target import DEFAULT_URL, Target
@@ -52,12 +53,16 @@ class Client:
         backoff: Backoff = DEFAULT_BACKOFF,
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         give_up_after_s: float | None = None,
+        transport: Transport = "sse",
     ) -> None:
         target = Target.resolve(base_url, api_key, os.environ)
         self.base_url = target.url
         self.api_key = target.api_key
         self.stream_options = StreamOptions(
-            backoff=backoff, read_timeout_s=read_timeout_s, give_up_after_s=give_up_after_s
+            backoff=backoff,
+            read_timeout_s=read_timeout_s,
+            give_up_after_s=give_up_after_s,
+            transport=transport,
         )
         self.http = httpx.AsyncClient(
             base_url=self.base_url,

@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from typing import IO, Any
 
 from rich.console import Console
@@ -27,6 +28,7 @@ from jobwire.client.errors import (
     describe_detail,
 )
 from jobwire.client.job import Job
+from jobwire.client.stream import Transport
 from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV, Target
 
 __all__ = [
@@ -63,13 +65,16 @@ def submit(
     follow: bool,
     as_json: bool,
     give_up_after_s: float | None,
+    transport: Transport = "sse",
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
-    """`give_up_after_s`: how long a followed job's gateway may stay silent (None: forever)."""
+    """`give_up_after_s`: how long a followed job's gateway may stay silent (None: forever);
+    `transport`: "sse" or "ws", how it is followed."""
     pairs = split_assignments(assignments)
     out, err = out or sys.stdout, err or sys.stderr
-    command = _submit(target, give_up_after_s, name, pairs, follow, as_json, out, err)
+    client = partial(_client, target, give_up_after_s, transport)
+    command = _submit(client, target, name, pairs, follow, as_json, out, err)
     return _run(command, err, key_given=target.api_key is not None, token_flag=False)
 
 
@@ -80,22 +85,24 @@ def watch(
     token: str | None,
     as_json: bool,
     give_up_after_s: float | None,
+    transport: Transport = "sse",
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
-    """`give_up_after_s`: how long the gateway may stay silent (None: forever)."""
+    """`give_up_after_s`: how long the gateway may stay silent (None: forever); `transport`:
+    "sse" or "ws"."""
     out, err = out or sys.stdout, err or sys.stderr
 
     async def run(out: IO[str], err: IO[str]) -> int:
-        async with _client(target, give_up_after_s) as client:
+        async with _client(target, give_up_after_s, transport) as client:
             return await _follow(client.job(job_id, token), _view(as_json, out, err))
 
     given = target.api_key is not None or bool(token)
     return _run(run(out, err), err, key_given=given, token_flag=True)
 
 
-def _client(target: Target, give_up_after_s: float | None) -> Client:
-    return Client(target.url, target.api_key, give_up_after_s=give_up_after_s)
+def _client(target: Target, give_up_after_s: float | None, transport: Transport) -> Client:
+    return Client(target.url, target.api_key, give_up_after_s=give_up_after_s, transport=transport)
 
 
 def _run(
@@ -123,8 +130,8 @@ def _run(
 
 
 async def _submit(
+    make_client: Callable[[], Client],
     target: Target,
-    give_up_after_s: float | None,
     name: str,
     pairs: dict[str, str],
     follow: bool,
@@ -132,7 +139,7 @@ async def _submit(
     out: IO[str],
     err: IO[str],
 ) -> int:
-    async with _client(target, give_up_after_s) as client:
+    async with make_client() as client:
         args = read_arguments(pairs, await _args_schema(client, name) if pairs else None)
         job = await client.submit(name, **args)
         if follow:

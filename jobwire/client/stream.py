@@ -1,5 +1,6 @@
 """Events across any number of connections: the resume loop, for one job's stream, several
-jobs' (`GET /events`) and a submit-and-stream (`POST /jobs`).
+jobs' (`GET /events`) and a submit-and-stream (`POST /jobs`), over SSE or (the GETs) over a
+WebSocket (`jobwire.client.websocket`): each attempt yields the same messages either way.
 
 On a network error, a timeout, an early end of the stream or an answer other than 200, it
 waits (exponential backoff with jitter) and sends the same request again with
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 
@@ -32,7 +33,8 @@ from jobwire.client.http import (
     retry_after_s,
 )
 from jobwire.client.position import Position
-from jobwire.client.sse import EventStreamTooLarge, SSEParser
+from jobwire.client.sse import EventStreamTooLarge, ServerSentEvent, SSEParser
+from jobwire.client.websocket import END, SocketRefused, socket_messages, socket_url
 from shared.settings import Settings
 
 __all__ = [
@@ -41,12 +43,14 @@ __all__ = [
     "ConnectionState",
     "StreamOptions",
     "StreamRequest",
+    "Transport",
     "stream_events",
 ]
 
 # The gateway pings an idle stream every JOBWIRE_PING_S: three pings missed (at the default
 # interval) mean the connection is dead even if no error says so.
 _MISSED_PINGS = 3
+Transport = Literal["sse", "ws"]
 DEFAULT_READ_TIMEOUT_S = _MISSED_PINGS * Settings().ping_s
 
 
@@ -73,6 +77,8 @@ class StreamOptions:
     # `GatewayUnreachable`. None: keep trying for as long as the consumer waits (like a
     # browser's EventSource).
     give_up_after_s: float | None = None
+    # "sse", or "ws": a GET stream over a WebSocket (a submit-and-stream stays a POST).
+    transport: Transport = "sse"
 
 
 class _Retry(Exception):
@@ -140,39 +146,25 @@ async def stream_events(
     is finished or the gateway answers 204."""
     failures = 0
     silence = _Silence(options.give_up_after_s, str(http.base_url).rstrip("/"), request.what)
-    timeout = httpx.Timeout(options.connect_timeout_s, read=options.read_timeout_s)
     while True:
         retry_after = None
         try:
-            headers = {**request.headers, **_headers(position.last_event_id, credential)}
-            sent = http.build_request(
-                request.method,
-                request.path,
-                params=request.params,
-                json=request.json,
-                headers=headers,
-                timeout=timeout,
-            )
-            async with _response(http, sent, silence.left_s()) as response:
-                if await _finished(response):
-                    return
-                silence.heard()
-                if on_connection is not None:
-                    on_connection(ConnectionState(connected=True))
-                parser = SSEParser()
-                # Closed here, not left to the garbage collector after an early return.
-                chunks_of = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-                async with aclosing(chunks_of) as chunks:
-                    async for chunk in chunks:
-                        silence.heard()
-                        for message in parser.feed(chunk):
-                            event = position.read(message)
-                            if not position.take(event):
-                                continue
-                            failures = 0
-                            yield event
-                            if position.finished:
-                                return
+            attempt = _attempt(http, request, position, credential, options, silence)
+            async with aclosing(attempt) as messages:
+                async for message in messages:
+                    if message is _CONNECTED:
+                        if on_connection is not None:
+                            on_connection(ConnectionState(connected=True))
+                        continue
+                    if message is END:
+                        return
+                    event = position.read(message)
+                    if not position.take(event):
+                        continue
+                    failures = 0
+                    yield event
+                    if position.finished:
+                        return
             reason = "the stream ended before the job did"
         except TimeoutError:  # only _response's bound raises it; httpx raises its own
             reason = "no response"
@@ -180,7 +172,7 @@ async def stream_events(
             reason, retry_after = str(exc), exc.retry_after
         except httpx.UnsupportedProtocol:
             raise
-        except (httpx.TransportError, InvalidEvent, EventStreamTooLarge) as exc:
+        except (httpx.TransportError, InvalidEvent, EventStreamTooLarge, OSError) as exc:
             reason = describe(exc)
         failures += 1
         silence.check(reason)
@@ -192,6 +184,103 @@ async def stream_events(
             on_connection(ConnectionState(False, reason, failures, delay))
         await asyncio.sleep(delay)
         silence.check(reason)
+
+
+_CONNECTED = ServerSentEvent(event="connected")  # a marker of the attempts, never an event
+
+
+def _attempt(
+    http: httpx.AsyncClient,
+    request: StreamRequest,
+    position: Position,
+    credential: str | None,
+    options: StreamOptions,
+    silence: _Silence,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """One connection's messages: `_CONNECTED` once it is open, then the stream's, then `END`
+    when the gateway says nothing is left (204, or the WebSocket's `end`)."""
+    if options.transport == "ws" and request.method == "GET":
+        return _socket_attempt(http, request, position, credential, options, silence)
+    return _sse_attempt(http, request, position, credential, options, silence)
+
+
+async def _sse_attempt(
+    http: httpx.AsyncClient,
+    request: StreamRequest,
+    position: Position,
+    credential: str | None,
+    options: StreamOptions,
+    silence: _Silence,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    headers = {**request.headers, **_headers(position.last_event_id, credential)}
+    sent = http.build_request(
+        request.method,
+        request.path,
+        params=request.params,
+        json=request.json,
+        headers=headers,
+        timeout=httpx.Timeout(options.connect_timeout_s, read=options.read_timeout_s),
+    )
+    async with _response(http, sent, silence.left_s()) as response:
+        if await _finished(response):
+            yield END
+            return
+        silence.heard()
+        yield _CONNECTED
+        parser = SSEParser()
+        # Closed here, not left to the garbage collector after an early return.
+        chunks_of = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        async with aclosing(chunks_of) as chunks:
+            async for chunk in chunks:
+                silence.heard()
+                for message in parser.feed(chunk):
+                    yield message
+
+
+async def _socket_attempt(
+    http: httpx.AsyncClient,
+    request: StreamRequest,
+    position: Position,
+    credential: str | None,
+    options: StreamOptions,
+    silence: _Silence,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """The same over a WebSocket. Its keepalive pings in place of the read timeout: the
+    connection is lost when a third of it passes without a pong."""
+    params = list(request.params)
+    if position.last_event_id is not None:
+        params.append(("last_event_id", position.last_event_id))
+    url = socket_url(http.base_url, _socket_path(request.path), params)
+    headers = {**request.headers, **authorization(credential)}
+    messages = socket_messages(
+        url,
+        headers,
+        open_timeout_s=options.connect_timeout_s,
+        keepalive_s=options.read_timeout_s / 3,
+    )
+    opened = False
+    try:
+        async with aclosing(messages):
+            async for message in messages:
+                silence.heard()
+                if message is None:
+                    opened = True
+                    yield _CONNECTED
+                else:
+                    yield message
+    except SocketRefused as exc:
+        await _finished(exc.response)  # raises what an HTTP answer other than 200 would
+    finally:
+        if opened:  # open until now, its pings answered: the gateway was not silent
+            silence.heard()
+
+
+def _socket_path(path: str) -> str:
+    """The WebSocket route of an SSE stream's: /jobs/{id}/events -> /jobs/{id}/ws, /events ->
+    /events/ws."""
+    if path.rstrip("/") == "/events":
+        return "/events/ws"
+    return path.removesuffix("/events") + "/ws"
 
 
 @asynccontextmanager
