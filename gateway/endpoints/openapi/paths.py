@@ -253,6 +253,46 @@ _MULTI_EVENTS: Schema = {
     }
 }
 
+_WEBSOCKET_DESCRIPTION = """Opened as a WebSocket (`Upgrade: websocket`; a plain GET gets 426).
+The same events and resume rules as the SSE stream: the position is `?last_event_id=` (or
+`Last-Event-ID`), the credential `Authorization: Bearer` or `?token=<watch token>` (API keys
+are not taken from the URL). Every refusal is this HTTP answer, before the upgrade. Each
+message is one text frame holding one JSON object: `{"id": "<stream id, or the cursor of a
+multi-job stream>", "type": "<event type>", "data": <the event's envelope>}`; `reset` and
+`stalled` come without `id`; after every job's terminal event, `{"type": "end"}` and close code
+1000 (at once when resumed at the terminal event). Other close codes: 1012 the gateway is
+shutting down and 1013 the job store was unavailable (reconnect from your last id), 4401 the
+watch token was revoked. A connection dropped without a close frame was too slow or lost:
+reconnect from your last id. Messages from the client are ignored; idle streams get pings."""
+
+_WEBSOCKET_RESPONSES: Schema = {
+    "101": {"description": "Switching to the WebSocket stream"},
+    "426": _error("Not a WebSocket handshake"),
+    **_errors(400, 401, 403, 404, 429, 503),
+}
+
+_JOB_SOCKET: Schema = {
+    "get": {
+        "operationId": "streamJobEventsOverWebSocket",
+        "summary": "The job's events over a WebSocket, resumable",
+        "description": _WEBSOCKET_DESCRIPTION,
+        "security": _KEY_OR_TOKEN,
+        "parameters": [{"$ref": "#/components/parameters/JobId"}, *_RESUME_PARAMETERS],
+        "responses": _WEBSOCKET_RESPONSES,
+    }
+}
+
+_MULTI_SOCKET: Schema = {
+    "get": {
+        "operationId": "streamEventsOverWebSocket",
+        "summary": "The events of several jobs over one WebSocket; `id` is a cursor over all",
+        "description": _WEBSOCKET_DESCRIPTION,
+        "security": _KEY_OR_TOKEN,
+        "parameters": [_JOBS_PARAMETER, *_RESUME_PARAMETERS],
+        "responses": _WEBSOCKET_RESPONSES,
+    }
+}
+
 _CATALOG: Schema = {
     "get": {
         "operationId": "getCatalog",
@@ -329,6 +369,8 @@ PATHS: Schema = {
     "/jobs/{job_id}/events": _JOB_EVENTS,
     "/jobs/{job_id}/tokens": _JOB_TOKENS,
     "/events": _MULTI_EVENTS,
+    "/jobs/{job_id}/ws": _JOB_SOCKET,
+    "/events/ws": _MULTI_SOCKET,
     "/catalog": _CATALOG,
     "/system": _SYSTEM,
     "/healthz": _public(
