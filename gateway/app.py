@@ -40,7 +40,7 @@ from gateway.endpoints.tally import RequestTally
 from gateway.endpoints.tokens import Access
 from gateway.engine.counters import GatewayCounters
 from gateway.engine.hub import Hub
-from shared.clients import connection_pool, create_redis
+from shared.clients import connection_pool, create_events_redis
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlet
         # Bounded pools: the gateway's Redis connections stay a small constant (at most
         # EVENTS_CONNECTIONS + QUEUE_CONNECTIONS + the hub's one pub/sub connection), however
         # many subscribers it serves; a burst of requests waits for a free connection.
-        redis = create_redis(
+        redis = create_events_redis(
             settings.events_redis_url, max_connections=EVENTS_CONNECTIONS, name=CLIENT_NAME
         )
         queue = ArqRedis(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict
 
 import orjson
-from redis.asyncio import Redis
 
+from shared.clients import EventsRedis
 from shared.events import now_ms
 from shared.keys import Keys
 
@@ -57,26 +57,26 @@ def args_schema(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-async def advertise(redis: Redis, keys: Keys, specs: list[JobSpec]) -> None:
+async def advertise(redis: EventsRedis, keys: Keys, specs: list[JobSpec]) -> None:
     if specs:
         mapping = {spec["name"]: orjson.dumps(spec) for spec in specs}
         await redis.hset(keys.catalog(), mapping=mapping)  # type: ignore[misc]
 
 
-async def load_catalog(redis: Redis, keys: Keys) -> dict[str, JobSpec]:
+async def load_catalog(redis: EventsRedis, keys: Keys) -> dict[str, JobSpec]:
     raw: dict[bytes, bytes] = await redis.hgetall(keys.catalog())  # type: ignore[misc]
     return {name.decode(): orjson.loads(spec) for name, spec in raw.items()}
 
 
-async def mark_alive(redis: Redis, keys: Keys, worker_id: str) -> None:
+async def mark_alive(redis: EventsRedis, keys: Keys, worker_id: str) -> None:
     await redis.zadd(keys.workers(), {worker_id: now_ms()})
 
 
-async def retire(redis: Redis, keys: Keys, worker_id: str) -> None:
+async def retire(redis: EventsRedis, keys: Keys, worker_id: str) -> None:
     await redis.zrem(keys.workers(), worker_id)
 
 
-async def count_alive(redis: Redis, keys: Keys, within_s: float) -> int:
+async def count_alive(redis: EventsRedis, keys: Keys, within_s: float) -> int:
     """Workers seen in the last `within_s` seconds; older entries are pruned."""
     cutoff = now_ms() - int(within_s * 1000)
     async with redis.pipeline(transaction=False) as pipe:

@@ -1,16 +1,37 @@
 """The Redis client factory: one place that decides timeouts, retries, keepalives and how
-many connections a process may hold."""
+many connections a process may hold.
+
+`JOBWIRE_REDIS_URL` names a single Redis (`redis://`, `rediss://`) or a Redis Cluster
+(`redis+cluster://host:port`, `rediss+cluster://`): one seed node, the others discovered. The
+events client is then redis-py's asyncio `RedisCluster`; arq's queue is always one Redis.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypeAlias, TypedDict
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-__all__ = ["RetryPolicy", "connection_pool", "create_redis", "retry_policy"]
+from shared.redisurl import is_cluster_url, node_url
+
+__all__ = [
+    "EventsRedis",
+    "RetryPolicy",
+    "connection_pool",
+    "create_events_redis",
+    "create_redis",
+    "retry_policy",
+]
+
+# The client of the event streams: one Redis, or a cluster of them.
+EventsRedis: TypeAlias = Redis | RedisCluster
+# A cluster's pool holds this many connections per node at most. redis-py's cluster pools do
+# not wait for a free connection (a command past the bound fails with MaxConnectionsError, a
+# 503), so the bound is wider than a single Redis's.
+CLUSTER_CONNECTIONS_PER_NODE = 32
 
 # How long a command waits for a free connection of a bounded pool before failing. A storm of
 # 10,000 reconnects queues on a gateway's few connections for several seconds (bench/: 1-22
@@ -35,10 +56,35 @@ def retry_policy() -> RetryPolicy:
     )
 
 
+def create_events_redis(
+    url: str, *, max_connections: int | None = None, name: str | None = None
+) -> EventsRedis:
+    """The events client for `url`: a `RedisCluster` for a cluster's URL, else `create_redis`."""
+    if is_cluster_url(url):
+        return _cluster(url, max_connections=max_connections, name=name)
+    return create_redis(url, max_connections=max_connections, name=name)
+
+
 def create_redis(url: str, *, max_connections: int | None = None, name: str | None = None) -> Redis:
-    """A client for `url` (bytes replies); see `connection_pool`."""
+    """A client for one Redis at `url` (bytes replies); see `connection_pool`."""
     pool = connection_pool(url, max_connections=max_connections, name=name)
     return Redis.from_pool(pool)  # closing the client closes its pool
+
+
+def _cluster(url: str, *, max_connections: int | None, name: str | None) -> RedisCluster:
+    """A cluster client seeded by `url`'s node; each node's connections retry as a single
+    Redis's do, and a connection error or MOVED makes it read the cluster's slots again."""
+    per_node = max(max_connections or 0, CLUSTER_CONNECTIONS_PER_NODE)
+    cluster: RedisCluster = RedisCluster.from_url(
+        node_url(url),
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        client_name=name,
+        max_connections=per_node,
+        **retry_policy(),
+    )
+    return cluster
 
 
 def connection_pool(

@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from redis.asyncio import Redis
-
+from shared.clients import EventsRedis
 from shared.keys import Keys
 
 __all__ = ["Entry", "JobRecord", "add", "page", "prune", "read_jobs"]
@@ -39,11 +38,13 @@ class JobRecord(NamedTuple):
 
 
 async def add(
-    redis: Redis, keys: Keys, key_id: str, entry: Entry, *, bound: int, ttl_s: int
+    redis: EventsRedis, keys: Keys, key_id: str, entry: Entry, *, bound: int, ttl_s: int
 ) -> None:
     """Lists `entry` under `key_id`; a job already listed keeps its place."""
     index = keys.jobs_of(key_id)
-    async with redis.pipeline(transaction=True) as pipe:  # one key: one slot
+    # No MULTI (a cluster client has none): each command stands alone, and the next submit
+    # trims and renews the list again should one of them be lost.
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.zadd(index, {entry.job_id: entry.submitted_ms}, nx=True)
         pipe.zremrangebyrank(index, 0, -bound - 1)
         pipe.expire(index, ttl_s)
@@ -51,7 +52,7 @@ async def add(
 
 
 async def page(
-    redis: Redis, keys: Keys, key_id: str, after: Entry | None, count: int
+    redis: EventsRedis, keys: Keys, key_id: str, after: Entry | None, count: int
 ) -> list[Entry]:
     """Up to `count` entries, newest first, after `after` (None: from the newest).
 
@@ -82,7 +83,7 @@ def _comes_after(entry: Entry, position: Entry) -> bool:
     return entry.job_id < position.job_id
 
 
-async def read_jobs(redis: Redis, keys: Keys, job_ids: Sequence[str]) -> list[JobRecord]:
+async def read_jobs(redis: EventsRedis, keys: Keys, job_ids: Sequence[str]) -> list[JobRecord]:
     """Each job's state hash and its time to live, in one round trip of per-job commands."""
     if not job_ids:
         return []
@@ -94,7 +95,7 @@ async def read_jobs(redis: Redis, keys: Keys, job_ids: Sequence[str]) -> list[Jo
     return [JobRecord(replies[i], int(replies[i + 1])) for i in range(0, len(replies), 2)]
 
 
-async def prune(redis: Redis, keys: Keys, key_id: str, job_ids: Sequence[str]) -> None:
+async def prune(redis: EventsRedis, keys: Keys, key_id: str, job_ids: Sequence[str]) -> None:
     """Takes `job_ids` off `key_id`'s list."""
     if job_ids:
         await redis.zrem(keys.jobs_of(key_id), *job_ids)

@@ -2,7 +2,9 @@
 
 In one step it appends the event to the job's stream (trimmed with MAXLEN ~), updates the state
 hash, announces `<id> <event json>` on the job's live channel and, for a terminal event, sets
-both keys to expire after the retention period. Nothing is appended after a terminal event, so
+both keys to expire after the retention period. The live channel is a shard channel
+(SPUBLISH, Redis 7): on a Redis Cluster only the job's own shard carries the announcement, as
+its keys, and on one Redis it is an ordinary channel. Nothing is appended after a terminal event, so
 a stream always ends at its first terminal event, whoever raced to write it. Creating a job
 also writes its owner and a new incarnation into the state hash, in the same step.
 
@@ -13,13 +15,18 @@ streams those tokens opened.
 
 from __future__ import annotations
 
+import logging
 import string
 from collections.abc import Iterable
 from string import Template
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
+from redis.asyncio.client import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
+from shared.clients import EventsRedis
 from shared.events import Event, EventType, encode_event
 from shared.keys import Keys
 from shared.settings import Settings
@@ -35,6 +42,8 @@ from shared.state import (
 from shared.streamid import StreamId
 
 __all__ = ["PUBLISH_SCRIPT", "REVOKED_NOTICE", "REVOKE_SCRIPT", "PublishResult", "Publisher"]
+
+logger = logging.getLogger("jobwire.publish")
 
 # A job that never finishes (its worker and queue lost) must not stay in Redis forever; every
 # event refreshes this longer lifetime, and a terminal event shortens it to the retention.
@@ -68,7 +77,7 @@ end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[3])
 redis.call('HSET', KEYS[2], 'last_event_id', id, 'last_event_type', ARGV[6],
            'updated_at', ARGV[7], unpack(ARGV, 8))
-redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[3])
+redis.call('SPUBLISH', ARGV[5], id .. ' ' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {1, id}
@@ -83,7 +92,7 @@ REVOKE_SCRIPT = Template("""
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], $owner) ~= ARGV[2] then return false end
 local generation = redis.call('HINCRBY', KEYS[1], $generation, 1)
-redis.call('PUBLISH', ARGV[1], $notice .. ' ' .. generation)
+redis.call('SPUBLISH', ARGV[1], $notice .. ' ' .. generation)
 return generation
 """).substitute(
     owner=_lua_string(OWNER),
@@ -106,12 +115,18 @@ class PublishResult(NamedTuple):
 
 
 class Publisher:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: EventsRedis, settings: Settings) -> None:
+        self._redis = redis
         self._keys = Keys(settings.key_prefix)
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
-        self._script = redis.register_script(PUBLISH_SCRIPT)
-        self._revoke = redis.register_script(REVOKE_SCRIPT)
+        self._replicas = settings.publish_replicas
+        self._replicas_timeout_ms = settings.publish_replicas_timeout_ms
+        # redis-py types a script's client as `Redis`; it only calls EVALSHA and SCRIPT LOAD,
+        # which a RedisCluster routes by the script's first key.
+        client = cast(Redis, redis)
+        self._script = AsyncScript(client, PUBLISH_SCRIPT)
+        self._revoke = AsyncScript(client, REVOKE_SCRIPT)
 
     async def publish(
         self, event: Event, *, create: bool = False, owner: str = ""
@@ -142,12 +157,44 @@ class Publisher:
                 changes[OWNER] = owner
         for field, value in changes.items():
             args += [field, value]
-        accepted, value = await self._script(
-            keys=[self._keys.events(job_id), self._keys.state(job_id)], args=args
-        )
+        keys = [self._keys.events(job_id), self._keys.state(job_id)]
+        if self._replicas:
+            accepted, value = await self._run_replicated(keys, args)
+        else:
+            accepted, value = await self._script(keys=keys, args=args)
         if accepted:
             return PublishResult(StreamId.parse(value), None, incarnation)
         return PublishResult(None, value.decode() if isinstance(value, bytes) else str(value))
+
+    async def _run_replicated(self, keys: list[str], args: list[str | bytes | int]) -> Any:
+        """The script, then WAIT for `publish_replicas` replicas, in one round trip on one
+        connection (WAIT counts the writes of its own connection): on a cluster, the master of
+        the job's slot. A shortfall past the timeout is logged; the event stays written."""
+        wait: tuple[str | int, ...] = ("WAIT", self._replicas, self._replicas_timeout_ms)
+        redis = self._redis
+        target: dict[str, Any] = {}
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()  # the slot map, read once (and again after a MOVED)
+            target["target_nodes"] = redis.get_node_from_key(keys[0])
+        for _ in range(2):
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+                pipe.execute_command(*wait, **target)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            self._script.sha = await redis.script_load(PUBLISH_SCRIPT)  # a new master's cache
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception) or int(acked) < self._replicas:
+            logger.warning(
+                "%s: %s of %d replicas acknowledged within %d ms; the event stays written",
+                keys[0],
+                acked,
+                self._replicas,
+                self._replicas_timeout_ms,
+            )
+        return reply
 
     async def revoke_tokens(self, job_id: str, owner: str = "") -> int | None:
         """Refuse every watch token issued for the job so far: its new token generation, or

@@ -16,6 +16,7 @@ from typing import Any
 from shared.apikeys import parse_api_keys
 from shared.environ import ENV_PREFIX, SettingsError, env_name, read_env
 from shared.events import ENVELOPE_BYTES
+from shared.redisurl import is_cluster_url
 
 # Re-exported: what a caller of the settings catches, and how it reads `api_keys`.
 __all__ = [
@@ -48,7 +49,9 @@ class Settings:
         f"redis-server; `jobwire gateway` / `jobwire worker` use {DEFAULT_REDIS_URL}.",
     )
     queue_redis_url: str = _setting(
-        "", "Redis holding arq's queue. Empty: the same as JOBWIRE_REDIS_URL."
+        "",
+        "Redis holding arq's queue: one Redis (or Sentinel), never a cluster. Empty: the same "
+        "as JOBWIRE_REDIS_URL, which must then be one Redis too.",
     )
     key_prefix: str = _setting("jobwire", "Prefix of every Redis key Jobwire writes.")
     queue_name: str = _setting("jobwire:queue", "arq queue name.")
@@ -135,6 +138,16 @@ class Settings:
     worker_concurrency: int = _setting(10, "Jobs one worker runs at the same time.")
     worker_poll_s: float = _setting(
         0.5, "How often a worker polls for new jobs and aborts (cancel latency)."
+    )
+    publish_replicas: int = _setting(
+        0,
+        "Replicas that must have each event before its publish returns (WAIT after the "
+        "script): an event the worker saw written then survives its master's loss. 0: none.",
+    )
+    publish_replicas_timeout_ms: int = _setting(
+        1_000,
+        "How long a publish waits for JOBWIRE_PUBLISH_REPLICAS; past it the event stays "
+        "written and the shortfall is logged.",
     )
     publish_retry_s: float = _setting(
         30.0,
@@ -263,6 +276,8 @@ class Settings:
             "retry_delay_s",
             "sse_retry_ms",
             "publish_retry_s",
+            "publish_replicas",
+            "publish_replicas_timeout_ms",
             "shutdown_grace_s",
             "hub_linger_s",
             "gc_full_collect_s",
@@ -292,6 +307,16 @@ class Settings:
         if self.metrics_key and len(self.metrics_key) < MIN_METRICS_KEY_CHARS:
             raise SettingsError(
                 f"{ENV_PREFIX}METRICS_KEY must be at least {MIN_METRICS_KEY_CHARS} characters"
+            )
+        if is_cluster_url(self.queue_redis_url):
+            raise SettingsError(
+                f"{ENV_PREFIX}QUEUE_REDIS_URL must name one Redis (or Sentinel): arq's queue "
+                "cannot live on a cluster"
+            )
+        if is_cluster_url(self.redis_url) and not self.queue_redis_url:
+            raise SettingsError(
+                f"{ENV_PREFIX}REDIS_URL names a Redis Cluster: set {ENV_PREFIX}QUEUE_REDIS_URL "
+                "too (the queue: one Redis (or Sentinel); the events: a cluster)"
             )
         if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
             raise SettingsError(f"{ENV_PREFIX}KEY_PREFIX must be non-empty, without braces")

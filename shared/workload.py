@@ -3,8 +3,7 @@ in a key of its own that expires unless renewed, so a worker that died stops cou
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
+from shared.clients import EventsRedis
 from shared.events import now_ms
 from shared.keys import Keys
 
@@ -12,12 +11,12 @@ __all__ = ["report_running", "running_jobs"]
 
 
 async def report_running(
-    redis: Redis, keys: Keys, worker_id: str, running: int, ttl_s: float
+    redis: EventsRedis, keys: Keys, worker_id: str, running: int, ttl_s: float
 ) -> None:
     await redis.set(keys.worker_load(worker_id), running, px=max(1, int(ttl_s * 1000)))
 
 
-async def running_jobs(redis: Redis, keys: Keys, within_s: float) -> int:
+async def running_jobs(redis: EventsRedis, keys: Keys, within_s: float) -> int:
     """The jobs the workers seen in the last `within_s` seconds report running: one command
     per live worker, in one round trip."""
     cutoff = now_ms() - int(within_s * 1000)

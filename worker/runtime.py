@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
-from shared.clients import create_redis
+from shared.clients import EventsRedis, create_events_redis
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -53,7 +51,7 @@ class Workload:
 @dataclass(frozen=True, slots=True)
 class WorkerRuntime:
     settings: Settings
-    redis: Redis
+    redis: EventsRedis
     publisher: Publisher
     keys: Keys
     worker_id: str
@@ -64,7 +62,7 @@ class WorkerRuntime:
 
     @classmethod
     def create(cls, settings: Settings) -> WorkerRuntime:
-        redis = create_redis(settings.events_redis_url)
+        redis = create_events_redis(settings.events_redis_url)
         return cls(
             settings=settings,
             redis=redis,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from gateway.endpoints.auth import Viewer
@@ -143,7 +144,9 @@ async def _read(svc: Services, unread: Positions, owners_of: list[str]) -> _Read
     return _Reads(stored, owners)
 
 
-def _ask_stream(pipe: Pipeline, stream_key: str, position: StreamId | None) -> None:
+def _ask_stream(
+    pipe: Pipeline | ClusterPipeline, stream_key: str, position: StreamId | None
+) -> None:
     if position is None:
         pipe.xinfo_stream(stream_key)
     else:

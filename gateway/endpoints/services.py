@@ -6,10 +6,10 @@ import asyncio
 from dataclasses import dataclass
 
 from arq import ArqRedis
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from gateway.engine.hub import Hub
+from shared.clients import EventsRedis
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -20,7 +20,7 @@ __all__ = ["Services", "services"]
 @dataclass
 class Services:
     settings: Settings
-    redis: Redis
+    redis: EventsRedis
     queue: ArqRedis
     publisher: Publisher
     keys: Keys

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.subscriber import Subscriber
+from shared.clients import EventsRedis
 
 __all__ = ["BACKFILL_BATCH", "FIRST_BACKFILL_BATCH", "Backfill"]
 
@@ -29,7 +28,7 @@ WriteNow = Callable[[Subscriber], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Backfill:
-    redis: Redis
+    redis: EventsRedis
     max_buffer_bytes: int
     bad_entries: BadEntryLog
     deliver: Deliver  # hands one entry to the subscriber, if it does not have it yet

@@ -134,6 +134,14 @@ class Feed:
             self.ring_bytes -= ring.popleft().size
         return True
 
+    def forget_history(self) -> None:
+        """The stream no longer holds what the feed delivered (a failover lost it): start over
+        as a feed that has seen nothing, so the ring vouches for no position of that past."""
+        self.ring.clear()
+        self.ring_bytes = 0
+        self.last_id = None
+        self.binding = None
+
     def newer_than(self, position: StreamId) -> list[Entry] | None:
         """The ring's entries after `position`, oldest first, if the ring holds `position`;
         None if it does not (never seen here, or already pushed out)."""

@@ -23,7 +23,6 @@ import asyncio
 import logging
 from functools import partial
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.engine.backfill import Backfill
@@ -37,6 +36,7 @@ from gateway.engine.reader import PubSubReader
 from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Outcome, Subscriber
 from gateway.engine.watchlist import Watchlist
+from shared.clients import EventsRedis
 from shared.events import EventType, now_ms
 from shared.keys import Keys
 from shared.settings import Settings
@@ -52,7 +52,7 @@ _SUBSCRIBE_TIMEOUT_S = 30.0
 
 class Hub:
     def __init__(
-        self, redis: Redis, settings: Settings, counters: GatewayCounters | None = None
+        self, redis: EventsRedis, settings: Settings, counters: GatewayCounters | None = None
     ) -> None:
         self._redis = redis
         self._settings = settings
@@ -63,7 +63,13 @@ class Hub:
         self._flush_scheduled = False
         self._bad_entries = BadEntryLog()
         self._reader = PubSubReader(
-            redis, self._keys, self._dispatch, self._revoke, self._bad_entries, self.counters
+            redis,
+            self._keys,
+            self._dispatch,
+            self._revoke,
+            self._diverged,
+            self._bad_entries,
+            self.counters,
         )
         self._feeds = Watchlist(self._keys, settings, self._reader)
         self._backfill = Backfill(
@@ -214,7 +220,8 @@ class Hub:
         `position` (so the stream vouches for it without a Redis read), with who may watch
         the job as far as the feed knows; None otherwise."""
         feed = self._feeds.get(job_id)
-        if feed is None or feed.newer_than(position) is None:
+        # Not subscribed: pub/sub is catching up, and may yet find the ring's past gone.
+        if feed is None or not feed.subscribed.is_set() or feed.newer_than(position) is None:
             return None
         last = feed.ring[-1]
         finished = last.id == position and last.terminal
@@ -234,6 +241,13 @@ class Hub:
         streams they opened here; their clients reconnect and are refused."""
         for subscriber in feed.revoke(generation):
             self._end(subscriber, Outcome.REVOKED)
+
+    def _diverged(self, feed: Feed) -> None:
+        """The job's stream lost events this feed delivered (a Redis failover): end its
+        streams; each client resumes from its own position and gets `reset`."""
+        feed.forget_history()
+        for subscriber in list(feed.members()):
+            self._end(subscriber, Outcome.CUT)
 
     def _replay_ring(self, subscriber: Subscriber, feed: Feed) -> bool:
         """Serve the backfill from the ring if it holds the subscriber's position."""

@@ -1,20 +1,29 @@
-"""The hub's one pub/sub connection (`PubSubReader`): subscribed to the live channel of each
-watched job, it hands every announced event to the hub's dispatch.
+"""The hub's pub/sub reader (`PubSubReader`): subscribed to the live channel of each watched
+job, it hands every announced event to the hub's dispatch.
 
 Deliberate oddities:
-- It is a bare redis-py connection, not redis-py's `PubSub`: (UN)SUBSCRIBE is sent without
-  waiting, its confirmation read by the loop here; and nothing is read while no job is
-  watched, since nothing would arrive and cancelling a pending read drops the connection.
+- Live channels are shard channels (SSUBSCRIBE; the publish script SPUBLISHes): on a Redis
+  Cluster only the master of a job's slot carries its announcements, so the reader keeps one
+  connection per master serving watched jobs (`gateway.engine.shard`), routed by the cluster
+  client's slot map (`gateway.engine.shardmap`); on one Redis it keeps one connection, as
+  before. Nothing is read on a shard that carries no job: it is closed.
 - Pub/sub does not replay what it missed. After a (re)subscribe is confirmed the reader reads
   the job's stream from the last id the feed delivered (a catch-up) before it sets
   `Feed.subscribed`, which is what a joining subscriber waits on; the hub drops overlaps by id.
-  A lost connection is reopened with backoff (50 ms up to 2 s) and every watched channel is
-  subscribed again. Should the reader fail for any other reason (a bug), it logs why and
+  A lost connection is reopened with backoff (50 ms up to 2 s), after reading the slot map
+  again: a feed whose slot moved (a failover, a resharding) is subscribed where it now lives,
+  and caught up there. Should a shard fail for any other reason (a bug), it logs why and
   starts again the same way, with the same backoff; `ready` is False until it runs again.
+- The catch-up reads from the feed's last id inclusive: a stream that no longer holds it (a
+  failover lost events its master had not yet replicated, or the stream was trimmed past it
+  while the reader was away) has diverged from what the feed delivered. The feed then forgets
+  its history and the hub ends its streams (`diverged`); each client resumes from its own
+  position and, the stream not vouching for it, gets `reset` with the snapshot.
 - Anyone who can reach Redis can publish on a live channel. What is not an event the hub can
   deliver is skipped and counted (`BadEntryLog`), never allowed to stop the reader. An id
-  later than Redis's clock cannot be one XADD just made (`RedisClock`): believed, it would
-  move the feed past every real event up to it, so it is looked up in the stream first.
+  later than the node's clock cannot be one XADD just made (`RedisClock`, one per shard):
+  believed, it would move the feed past every real event up to it, so it is looked up in the
+  stream first.
 - The live channel also carries `revoked <generation>` when the job's watch tokens are revoked
   (`shared.publish`); it goes to the hub's `revoke`, not its dispatch. A notice missed while
   the connection was down cannot be read back, so each feed then forgets who may watch its
@@ -29,15 +38,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as AbstractConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.engine.counters import GatewayCounters
 from gateway.engine.entry import BadEntry, BadEntryLog, Entry
 from gateway.engine.feed import Feed
+from gateway.engine.shard import READY_WITHIN_S, Message, Shard, backoff
+from gateway.engine.shardmap import ShardMap
+from shared.clients import EventsRedis
 from shared.keys import Keys
 from shared.publish import REVOKED_NOTICE
 from shared.streamid import StreamId
@@ -47,11 +56,6 @@ __all__ = ["READY_WITHIN_S", "PubSubReader", "RedisClock"]
 logger = logging.getLogger("jobwire.hub")
 
 CATCH_UP_BATCH = 500
-_RECONNECT_BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-# A reader that ran this long before it failed starts its backoff afresh.
-_HEALTHY_RUN_S = 10.0
-# How long pub/sub may be down (reconnecting) before the gateway stops saying it is ready.
-READY_WITHIN_S = 5.0
 # Drift allowed between Redis's clock and ours since it was read; past it, a real id only
 # costs a lookup and a fresh reading.
 _CLOCK_SLACK_MS = 20
@@ -61,10 +65,11 @@ _CLOCK_FRESH_S = 1.0
 class PubSubReader:
     def __init__(
         self,
-        redis: Redis,
+        redis: EventsRedis,
         keys: Keys,
         dispatch: Callable[[Feed, Entry], None],
         revoke: Callable[[Feed, int], None],
+        diverged: Callable[[Feed], None],
         bad_entries: BadEntryLog,
         counters: GatewayCounters,
     ) -> None:
@@ -72,134 +77,139 @@ class PubSubReader:
         self._keys = keys
         self._dispatch = dispatch
         self._revoke = revoke
-        self._by_channel: dict[bytes, Feed] = {}
-        self._connection: AbstractConnection | None = None
-        self._connected = asyncio.Event()
-        self._has_feeds = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
+        self._diverged = diverged
         self._bad_entries = bad_entries
         self._counters = counters
-        self._clock = RedisClock()
+        self._map = ShardMap(redis)
+        self._shards: dict[str, Shard] = {}  # by node
+        self._clocks: dict[str, RedisClock] = {}  # by node
+        self._unrouted: dict[bytes, Feed] = {}  # waiting for the cluster's slot map
+        self._routing: asyncio.Task[None] | None = None
         self._running = False
-        self._down_since: float | None = time.monotonic()  # not connected yet
+        self._loop = asyncio.get_running_loop()
 
     @property
     def ready(self) -> bool:
-        """Reading, and connected or reconnecting for less than READY_WITHIN_S."""
-        down_since = self._down_since
-        return self._running and (
-            down_since is None or time.monotonic() - down_since < READY_WITHIN_S
-        )
+        """Running, and every shard connected or reconnecting for less than READY_WITHIN_S."""
+        return self._running and all(shard.ready for shard in self._shards.values())
 
     def subscribe(self, feed: Feed) -> None:
-        self._by_channel[feed.channel] = feed
-        self._has_feeds.set()
-        self._command("SUBSCRIBE", feed.channel)
+        self._place(feed)
 
     def unsubscribe(self, feed: Feed) -> None:
-        del self._by_channel[feed.channel]
-        if not self._by_channel:
-            self._has_feeds.clear()
-        self._command("UNSUBSCRIBE", feed.channel)
+        self._unrouted.pop(feed.channel, None)
+        shard = self._shard_of(feed)
+        if shard is not None:
+            shard.remove(feed)
+            self._forget_if_empty(shard)
+
+    def shards(self) -> dict[str, int]:
+        """Node -> jobs watched through it (for tests and debugging)."""
+        return {node: len(shard.feeds) for node, shard in self._shards.items()}
 
     async def close(self) -> None:
-        """Forget every feed and drop the connection (after `run` was cancelled)."""
-        self._by_channel.clear()
-        if self._connection is not None:
-            await self._connection.disconnect()
+        """Forget every feed and close every shard (after `run` was cancelled)."""
+        self._unrouted.clear()
+        shards, self._shards = list(self._shards.values()), {}
+        await asyncio.gather(*(shard.close() for shard in shards))
 
     async def run(self) -> None:
-        """Read until cancelled; a failure of the reader itself restarts it with backoff."""
-        failures = 0
+        """Route feeds until cancelled; each shard reads on its own task."""
+        self._running = True
         try:
-            while True:
-                started = time.monotonic()
-                self._running = True
-                try:
-                    await self._read_forever()
-                except Exception:
-                    self._running = False
-                    self._lost()
-                    if time.monotonic() - started > _HEALTHY_RUN_S:
-                        failures = 0
-                    delay = _backoff(failures)
-                    failures += 1
-                    logger.exception("pub/sub reader failed; restarting it in %.2fs", delay)
-                    await asyncio.sleep(delay)
+            await self._route_unrouted()
+            await asyncio.Event().wait()
         finally:
             self._running = False
+            if self._routing is not None:
+                self._routing.cancel()
 
-    async def _read_forever(self) -> None:
+    # -- routing ----------------------------------------------------------------------
+
+    def _place(self, feed: Feed) -> None:
+        """Carry `feed` on the shard of its channel's node, made if need be; while the slot
+        map does not know the node, keep it aside and read the map."""
+        node = self._map.node_of(feed.channel)
+        if node is None:
+            self._unrouted[feed.channel] = feed
+            self._route_soon()
+            return
+        shard = self._shards.get(node)
+        if shard is None:
+            shard = self._shards[node] = Shard(
+                node, self._map, self._on_message, self._reroute, self._connected, self._counters
+            )
+            shard.add(feed)
+            shard.start()
+        else:
+            shard.add(feed)
+
+    def _shard_of(self, feed: Feed) -> Shard | None:
+        for shard in self._shards.values():
+            if shard.feeds.get(feed.channel) is feed:
+                return shard
+        return None
+
+    def _forget_if_empty(self, shard: Shard) -> None:
+        if not shard.feeds and self._shards.get(shard.node) is shard:
+            del self._shards[shard.node]
+
+    def _route_soon(self) -> None:
+        if self._running and (self._routing is None or self._routing.done()):
+            self._routing = self._loop.create_task(self._route_unrouted())
+
+    async def _route_unrouted(self) -> None:
         attempt = 0
-        while True:
+        while self._unrouted:
             try:
-                await self._connect()
-                attempt = 0
-                await self._read_messages()
-            except (AbstractConnectionError, RedisTimeoutError, OSError) as exc:
-                self._lost()
-                self._counters.pubsub_reconnects += 1
-                delay = _backoff(attempt)
+                await self._map.refresh()
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot read the cluster's slots (%s)", exc)
+            unrouted, self._unrouted = self._unrouted, {}
+            for feed in unrouted.values():
+                self._place(feed)
+            if self._unrouted:
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
-                logger.warning("pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
 
-    def _lost(self) -> None:
-        """Pub/sub may have missed messages: each feed catches up once subscribed again."""
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self._connected.clear()
-        for feed in self._by_channel.values():
-            feed.subscribed.clear()
-            feed.binding = None
-
-    def _command(self, *args: str | bytes) -> None:
-        """Send a (UN)SUBSCRIBE; its confirmation is read by `_read_messages`. While the
-        connection is down nothing is sent: reconnecting subscribes to every channel."""
-        if self._connection is not None and self._connected.is_set():
-            self._loop.create_task(self._send_command(self._connection, *args))
-
-    async def _send_command(self, connection: AbstractConnection, *args: str | bytes) -> None:
+    async def _reroute(self, shard: Shard) -> None:
+        """After `shard` lost its connection or its slots moved: read the slot map again and
+        move each of its feeds whose channel another node now serves."""
         try:
-            await connection.send_command(*args, check_health=False)
+            await self._map.refresh()
         except (RedisError, OSError) as exc:
-            logger.warning("pub/sub %s failed: %s", args[0], exc)
-            await connection.disconnect()  # the reader reconnects and subscribes again
+            logger.warning("cannot read the cluster's slots (%s)", exc)
+            return
+        for feed in list(shard.feeds.values()):
+            node = self._map.node_of(feed.channel)
+            if node != shard.node:
+                shard.remove(feed)
+                self._place(feed)
+        self._forget_if_empty(shard)
 
-    async def _connect(self) -> None:
-        if self._connection is not None:
-            await self._connection.disconnect()
-        pool = self._redis.connection_pool
-        connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        connection.health_check_interval = 0
-        await connection.connect()  # type: ignore[no-untyped-call]
-        self._connection = connection
-        await self._read_clock(connection)
-        self._connected.set()
-        self._down_since = None
-        if self._by_channel:
-            await connection.send_command("SUBSCRIBE", *self._by_channel, check_health=False)
+    async def _connected(self, shard: Shard, connection: AbstractConnection) -> None:
+        await self._read_clock(self._clock_of(shard), connection)
 
-    async def _read_messages(self) -> None:
-        assert self._connection is not None
-        connection = self._connection
-        while True:
-            await self._has_feeds.wait()
-            message = await connection.read_response()
-            if isinstance(message, list) and len(message) >= 3:
-                await self._on_message(message[0], message[1], message[2])
+    def _clock_of(self, shard: Shard) -> RedisClock:
+        clock = self._clocks.get(shard.node)
+        if clock is None:
+            clock = self._clocks[shard.node] = RedisClock()
+        return clock
 
-    async def _on_message(self, kind: bytes, channel: bytes, data: object) -> None:
-        feed = self._by_channel.get(channel)
+    # -- messages ---------------------------------------------------------------------
+
+    async def _on_message(self, shard: Shard, message: Message) -> None:
+        kind, channel, data = message
+        feed = shard.feeds.get(channel)
         if feed is None:
             return
-        if kind == b"message" and isinstance(data, bytes):
-            await self._on_announcement(feed, data)
-        elif kind == b"subscribe" and not feed.subscribed.is_set():
+        if kind == b"smessage" and isinstance(data, bytes):
+            await self._on_announcement(shard, feed, data)
+        elif kind == b"ssubscribe" and not feed.subscribed.is_set():
             await self._catch_up(feed)
             feed.subscribed.set()
 
-    async def _on_announcement(self, feed: Feed, data: bytes) -> None:
+    async def _on_announcement(self, shard: Shard, feed: Feed, data: bytes) -> None:
         """`<id> <event json>` as the publish script sends it, or a revocation notice."""
         raw_id, _, payload = data.partition(b" ")
         try:
@@ -207,14 +217,15 @@ class PubSubReader:
                 self._revoke(feed, _generation(payload))
                 return
             entry = Entry.of(raw_id, payload)
-            if entry.id.ms > self._clock.latest_ms():
-                entry = await self._held(feed, entry)
+            clock = self._clock_of(shard)
+            if entry.id.ms > clock.latest_ms():
+                entry = await self._held(clock, feed, entry)
         except BadEntry as error:
             self._bad_entries.skipped(feed.job_id, error)
             return
         self._dispatch(feed, entry)
 
-    async def _held(self, feed: Feed, entry: Entry) -> Entry:
+    async def _held(self, clock: RedisClock, feed: Feed, entry: Entry) -> Entry:
         """`entry` as the job's stream holds it; BadEntry if the stream does not hold its id."""
         position = str(entry.id)
         try:
@@ -223,13 +234,13 @@ class PubSubReader:
             held = []
         if not held:
             raise BadEntry("an id ahead of Redis's clock that the stream does not hold")
-        if not self._clock.fresh:  # a real id ahead of the clock as read: it has moved on
+        if not clock.fresh:  # a real id ahead of the clock as read: it has moved on
             sent = time.monotonic()
-            self._clock.set(sent, await self._redis.time())
+            clock.set(sent, await self._redis.time())
         raw_id, fields = held[0]
         return Entry.stored(raw_id, fields)
 
-    async def _read_clock(self, connection: AbstractConnection) -> None:
+    async def _read_clock(self, clock: RedisClock, connection: AbstractConnection) -> None:
         sent = time.monotonic()
         await connection.send_command("TIME", check_health=False)
         try:
@@ -237,26 +248,45 @@ class PubSubReader:
         except ResponseError as exc:  # TIME refused: no id is checked against the clock
             logger.warning("cannot read Redis's clock (%s): announced ids are not checked", exc)
             return
-        self._clock.set(sent, reply)
+        clock.set(sent, reply)
 
     async def _catch_up(self, feed: Feed) -> None:
-        """Read what pub/sub may have missed since the feed's last event."""
+        """Read what pub/sub may have missed since the feed's last event, from that event on:
+        a stream that no longer holds it has diverged from what the feed delivered."""
         start = _catch_up_start(feed)
         if start is None:
             return
         key = self._keys.events(feed.job_id)
+        check = feed.last_id
+        low = f"({start}" if check is None else str(start)
         while True:
             try:
-                entries = await self._redis.xrange(key, f"({start}", "+", count=CATCH_UP_BATCH)
+                batch = await self._redis.xrange(key, low, "+", count=CATCH_UP_BATCH)
             except ResponseError as exc:
                 # Not a stream: that job's own reads fail too, every other job goes on.
                 logger.warning("job %s: its events cannot be read (%s)", feed.job_id, exc)
                 return
+            entries = batch
+            if check is not None:
+                if not batch or StreamId.parse(batch[0][0]) != check:
+                    self._on_diverged(feed, check)
+                    return
+                entries, check = batch[1:], None
             for raw_id, fields in entries:
                 self._dispatch_stored(feed, raw_id, fields)
-            if len(entries) < CATCH_UP_BATCH:
+            if len(batch) < CATCH_UP_BATCH:
                 return
-            start = StreamId.parse(entries[-1][0])
+            low = f"({StreamId.parse(batch[-1][0])}"
+
+    def _on_diverged(self, feed: Feed, last: StreamId) -> None:
+        logger.warning(
+            "job %s: its stream no longer holds %s, the last event delivered here (lost in a "
+            "failover, or trimmed while pub/sub was away): its streams end, and resume with "
+            "a reset",
+            feed.job_id,
+            last,
+        )
+        self._diverged(feed)
 
     def _dispatch_stored(self, feed: Feed, raw_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
@@ -304,10 +334,6 @@ class RedisClock:
     def latest_ms(self) -> float:
         """The latest ms an id XADD has made by now can have."""
         return time.monotonic() * 1000 + self._offset_ms + _CLOCK_SLACK_MS
-
-
-def _backoff(attempt: int) -> float:
-    return _RECONNECT_BACKOFF_S[min(attempt, len(_RECONNECT_BACKOFF_S) - 1)]
 
 
 def _generation(payload: bytes) -> int:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from shared.events import Event, EventType, decode_event, encode_event, make_event
 from shared.keys import Keys
@@ -16,7 +15,7 @@ from shared.publish import Publisher, PublishResult, _lua_string
 from shared.settings import Settings
 from shared.state import TERMINAL_STATUSES, JobStatus, snapshot, status_after
 from shared.streamid import StreamId
-from tests.support import wait_until
+from tests.shard_listener import ShardListener
 
 JOB = "job-1"
 
@@ -41,13 +40,8 @@ async def _stream(redis: Redis, keys: Keys) -> list[tuple[StreamId, Event]]:
     return [(StreamId.parse(entry_id), decode_event(fields[b"e"])) for entry_id, fields in entries]
 
 
-async def _next_message(pubsub: PubSub, *, ignore_subscribe: bool = True) -> dict[str, Any]:
-    message = await wait_until(
-        lambda: pubsub.get_message(ignore_subscribe_messages=ignore_subscribe, timeout=0.2),
-        message="a pub/sub message",
-    )
-    assert isinstance(message, dict)
-    return message
+async def _next_message(live: ShardListener) -> dict[str, Any]:
+    return await live.next()
 
 
 @pytest.fixture
@@ -61,20 +55,14 @@ def publisher(redis: Redis, settings: Settings) -> Publisher:
 
 
 @pytest.fixture
-async def live(redis: Redis, keys: Keys) -> AsyncIterator[PubSub]:
-    """A pub/sub connection already subscribed (confirmed by the server) to the job's channel."""
-    pubsub = redis.pubsub()
-    try:
-        await pubsub.subscribe(keys.live(JOB))
-        confirmation = await _next_message(pubsub, ignore_subscribe=False)
-        assert confirmation["type"] == "subscribe"
-        yield pubsub
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+async def live(redis: Redis, keys: Keys) -> AsyncIterator[ShardListener]:
+    """A connection already subscribed (confirmed by the server) to the job's shard channel."""
+    async with ShardListener.open(redis, keys.live(JOB)) as listener:
+        yield listener
 
 
 async def test_publish_appends_updates_state_and_announces(
-    redis: Redis, keys: Keys, publisher: Publisher, live: PubSub
+    redis: Redis, keys: Keys, publisher: Publisher, live: ShardListener
 ) -> None:
     queued = _queued()
 
@@ -95,7 +83,7 @@ async def test_publish_appends_updates_state_and_announces(
 
 
 async def test_each_event_gets_a_new_larger_id_in_stream_and_state(
-    redis: Redis, keys: Keys, publisher: Publisher, live: PubSub
+    redis: Redis, keys: Keys, publisher: Publisher, live: ShardListener
 ) -> None:
     events = [_queued(1_000)] + [
         _event(EventType.DATA, 1_001 + n, {"token": f"t{n}\n"}) for n in range(5)
@@ -115,7 +103,7 @@ async def test_each_event_gets_a_new_larger_id_in_stream_and_state(
 
 
 async def test_create_refuses_an_existing_job_and_returns_its_status(
-    redis: Redis, keys: Keys, publisher: Publisher, live: PubSub
+    redis: Redis, keys: Keys, publisher: Publisher, live: ShardListener
 ) -> None:
     first = await publisher.publish(_queued(1_000), create=True)
 
@@ -134,7 +122,7 @@ async def test_create_refuses_an_existing_job_and_returns_its_status(
         str(first.id).encode(),
         str(started.id).encode(),
     ]
-    await redis.publish(keys.live(JOB), b"end")
+    await redis.spublish(keys.live(JOB), b"end")
     assert (await _next_message(live))["data"] == b"end"
 
 
@@ -150,7 +138,7 @@ async def test_nothing_is_appended_after_a_terminal_event(
     redis: Redis,
     keys: Keys,
     publisher: Publisher,
-    live: PubSub,
+    live: ShardListener,
     terminal: EventType,
     data: dict[str, Any],
 ) -> None:
@@ -175,7 +163,7 @@ async def test_nothing_is_appended_after_a_terminal_event(
     assert await _stream(redis, keys) == stream_before
     assert stream_before[-1] == (end.id, _event(terminal, 3_000, data))
     assert await _state(redis, keys) == state_before
-    await redis.publish(keys.live(JOB), b"end")
+    await redis.spublish(keys.live(JOB), b"end")
     assert (await _next_message(live))["data"] == b"end"
 
 

@@ -110,9 +110,9 @@ async def test_redis_connections_stay_constant_whatever_the_subscribers(
 
     assert counts["feeds"] == 20, "one subscription per job"
     assert len(gateway_connections) <= 7
-    pubsub = [c for c in gateway_connections if int(c["sub"]) > 0]
+    pubsub = [c for c in gateway_connections if int(c["ssub"]) > 0]
     assert len(pubsub) == 1
-    assert int(pubsub[0]["sub"]) == 20
+    assert int(pubsub[0]["ssub"]) == 20
 
 
 async def test_nothing_outlives_its_subscribers(
@@ -146,7 +146,7 @@ async def test_nothing_outlives_its_subscribers(
 
 
 async def _no_subscriptions(redis: Redis, channels: list[str]) -> bool:
-    counts = await redis.pubsub_numsub(*channels)
+    counts = await redis.pubsub_shardnumsub(*channels)
     return all(count == 0 for _, count in counts)
 
 

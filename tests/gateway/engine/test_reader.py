@@ -116,7 +116,7 @@ async def _watch_both_jobs(
 
 
 async def _subscribed(redis: Redis, channels: list[str]) -> bool:
-    return all(count == 1 for _, count in await redis.pubsub_numsub(*channels))
+    return all(count == 1 for _, count in await redis.pubsub_shardnumsub(*channels))
 
 
 async def _assert_exact(
@@ -151,7 +151,7 @@ async def test_a_bad_message_on_a_live_channel_is_skipped_and_delivery_goes_on(
     gateway, publisher, keys, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     for job_id in JOBS:
         await _publish(publisher, job_id, 3)
-    await redis.publish(keys.live(JOBS[0]), BAD_MESSAGES[bad]())
+    await redis.spublish(keys.live(JOBS[0]), BAD_MESSAGES[bad]())
     for job_id in JOBS:
         await _publish(publisher, job_id, 3)
         await _finish(publisher, job_id)
@@ -170,7 +170,7 @@ async def test_events_whose_ids_run_ahead_of_the_clock_are_delivered_once_held_b
     payload = encode_event(make_event(EventType.PROGRESS, JOBS[0], 1, {"current": 0}))
     ahead = _ahead(60_000)
     await redis.xadd(keys.events(JOBS[0]), {"e": payload}, id=ahead)
-    await redis.publish(keys.live(JOBS[0]), f"{ahead} ".encode() + payload)
+    await redis.spublish(keys.live(JOBS[0]), f"{ahead} ".encode() + payload)
     for job_id in JOBS:
         await _publish(publisher, job_id, 3)
         await _finish(publisher, job_id)

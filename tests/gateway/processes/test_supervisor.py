@@ -137,7 +137,7 @@ async def test_both_processes_serve_and_resume_each_others_clients_exactly(
 
 async def _subscribed_connections(redis: Redis, settings: Settings, count: int) -> bool:
     clients = await redis.client_list()
-    return sum(1 for client in clients if int(client["sub"]) > 0) >= count
+    return sum(1 for client in clients if int(client["ssub"]) > 0) >= count
 
 
 async def test_a_process_that_dies_is_restarted_and_sigterm_stops_all(
