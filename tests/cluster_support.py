@@ -1,0 +1,210 @@
+"""A real Redis Cluster for tests: six `redis-server` processes on free loopback ports (3
+masters, one replica each, a short `cluster-node-timeout` so a lost master is replaced within
+a few seconds), joined with `redis-cli --cluster create`. Files live in a temporary directory;
+`stop` ends every process it started."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.support import free_port, scaled
+
+__all__ = ["LocalCluster", "NODE_TIMEOUT_MS"]
+
+NODE_TIMEOUT_MS = 1000
+# A node also listens on its port + 10000 (the cluster bus): both must be free.
+_BUS_OFFSET = 10_000
+_MASTERS = 3
+_SLOTS = 16_384
+
+
+@dataclass
+class LocalCluster:
+    data_dir: Path
+    ports: list[int] = field(default_factory=list)
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _clients: dict[int, redis.Redis] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """What JOBWIRE_REDIS_URL names it by: one seed node."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError("redis-server and redis-cli are needed (.ci/run installs them)")
+        self.ports = [_node_port() for _ in range(_MASTERS * 2)]
+        for port in self.ports:
+            self._start_node(binary, port)
+        for port in self.ports:
+            self._wait(lambda port=port: self._client(port).ping(), f"node {port} up", timeout)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=scaled(timeout),
+        )
+        self.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on `port` (as a crash would)."""
+        process = self.processes[port]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=scaled(10))
+
+    def restart(self, port: int) -> None:
+        """Start the node on `port` again: its nodes.conf brings it back into the cluster."""
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self._start_node(binary, port)
+
+    def masters(self) -> dict[int, list[int]]:
+        """Master port -> its replicas' ports, as the first node that answers sees it."""
+        for port in self.live_ports():
+            try:
+                nodes = self.command(port, "CLUSTER NODES")
+            except redis.RedisError:
+                continue
+            return _masters(nodes)
+        raise RuntimeError("no node of the cluster answers")
+
+    def live_ports(self) -> list[int]:
+        return [port for port, process in self.processes.items() if process.poll() is None]
+
+    def healthy(self) -> bool:
+        """Every live node says the cluster is ok and sees the same three masters with a
+        replica each, and each replica's link to its master is up."""
+        views = set()
+        for port in self.live_ports():
+            try:
+                info = self.command(port, "CLUSTER INFO")
+                nodes = self.command(port, "CLUSTER NODES")
+            except redis.RedisError:
+                return False
+            if info.get("cluster_state") != "ok" or int(info["cluster_known_nodes"]) < 6:
+                return False
+            masters = _masters(nodes)
+            if len(masters) != _MASTERS or any(not replicas for replicas in masters.values()):
+                return False
+            views.add(frozenset((port, tuple(sorted(r))) for port, r in masters.items()))
+        if len(views) != 1:
+            return False
+        (view,) = views
+        return all(self._replica_synced(replica) for _, replicas in view for replica in replicas)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        self._wait(self.healthy, "the cluster healthy", timeout)
+
+    def client(self, port: int) -> redis.Redis:
+        return self._client(port)
+
+    def command(self, port: int, *args: str) -> Any:
+        """A command on the node at `port` (redis-py leaves `execute_command` untyped)."""
+        return self._client(port).execute_command(*args)  # type: ignore[no-untyped-call]
+
+    def _replica_synced(self, port: int) -> bool:
+        try:
+            info: dict[str, Any] = self._client(port).info("replication")  # type: ignore[assignment]
+        except redis.RedisError:
+            return False
+        return bool(info.get("master_link_status") == "up")
+
+    def _start_node(self, binary: str, port: int) -> None:
+        self.processes[port] = subprocess.Popen(
+            [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                # A replica syncs at once, not after the 5 s default that gathers replicas.
+                "--repl-diskless-sync-delay", "0",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.data_dir),
+                "--loglevel", "warning",
+                "--logfile", str(self.data_dir / f"redis-{port}.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def _client(self, port: int) -> redis.Redis:
+        client = self._clients.get(port)
+        if client is None:
+            client = self._clients[port] = redis.Redis(
+                port=port, socket_connect_timeout=0.5, socket_timeout=2
+            )
+        return client
+
+    @staticmethod
+    def _wait(condition: object, what: str, timeout: float) -> None:
+        assert callable(condition)
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            try:
+                if condition():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: not within {scaled(timeout):.3g}s")
+            time.sleep(0.05)
+
+
+def _node_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port + _BUS_OFFSET > 65_535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+            try:
+                bus.bind(("127.0.0.1", port + _BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
+def _masters(nodes: dict[str, dict[str, Any]]) -> dict[int, list[int]]:
+    """Master port -> live replica ports, from redis-py's parsed CLUSTER NODES."""
+
+    def port_of(address: str) -> int:
+        return int(address.split("@")[0].rsplit(":", 1)[1])
+
+    masters = {
+        node["node_id"]: port_of(address)
+        for address, node in nodes.items()
+        if "master" in node["flags"] and "fail" not in node["flags"] and node["slots"]
+    }
+    replicas: dict[int, list[int]] = {port: [] for port in masters.values()}
+    for address, node in nodes.items():
+        if "slave" in node["flags"] and "fail" not in node["flags"]:
+            master = masters.get(node["master_id"])
+            if master is not None:
+                replicas[master].append(port_of(address))
+    return replicas
