@@ -14,9 +14,12 @@ import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +28,18 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bench import balancer as balancer_config
 from gateway.endpoints.tokens import Access
 from jobwire import cli
 from shared.catalog import ALIVE_WITHIN_S, count_alive, mark_alive
+from shared.events import now_ms
 from shared.keys import Keys
 from shared.settings import Settings, env_names
 from tests.conftest import RunWorker, StartGateway
-from tests.support import free_port, wait_until
+from tests.support import free_port, scaled, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -110,7 +116,8 @@ def _dockerfile_instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str
     return instructions
 
 
-_SERVICES_WITH_COMMAND = sorted(name for name, svc in SERVICES.items() if "command" in svc)
+# Services running this repository's image (the others run Redis, HAProxy, Prometheus...).
+_JOBWIRE_SERVICES = sorted(name for name, svc in SERVICES.items() if svc.get("build") == ".")
 
 
 def test_compose_has_the_three_services() -> None:
@@ -119,7 +126,7 @@ def test_compose_has_the_three_services() -> None:
     assert SERVICES["worker"]["command"] == ["jobwire", "worker"]
 
 
-@pytest.mark.parametrize("name", [n for n in _SERVICES_WITH_COMMAND if n != "redis"])
+@pytest.mark.parametrize("name", _JOBWIRE_SERVICES)
 def test_service_command_is_a_real_entry_point(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -146,8 +153,11 @@ def test_jobwire_services_use_the_compose_redis(name: str) -> None:
     assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
 
 
-def test_gateway_checks_keys_from_the_environment_and_refuses_to_start_without_them() -> None:
-    gateway = SERVICES["gateway"]
+@pytest.mark.parametrize("name", ["gateway", "cluster-gateway"])
+def test_gateway_checks_keys_from_the_environment_and_refuses_to_start_without_them(
+    name: str,
+) -> None:
+    gateway = SERVICES[name]
     settings = Settings.from_env(_environment(gateway))
 
     assert settings.auth_enabled
@@ -482,3 +492,238 @@ def test_the_example_image_holds_the_package_where_its_worker_imports_it(
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout.splitlines()[-1] == str(tmp_path / "examples" / "__init__.py")
+
+
+# `docker compose --profile cluster up`: the events on a Redis Cluster, the queue on one Redis,
+# gateway replicas behind HAProxy (balancer/).
+CLUSTER = sorted(
+    name for name, service in SERVICES.items() if "cluster" in service.get("profiles", [])
+)
+_NODES = [f"redis-node-{index}" for index in range(1, 7)]
+_REDIS_URLS = ("JOBWIRE_REDIS_URL", "JOBWIRE_QUEUE_REDIS_URL")
+
+
+def test_the_cluster_profile_runs_its_own_stack_only_when_asked() -> None:
+    assert set(CLUSTER) == {
+        *_NODES,
+        "redis-cluster-init",
+        "queue-redis",
+        "cluster-gateway",
+        "cluster-worker",
+        "balancer",
+    }
+    assert all(SERVICES[name]["profiles"] == ["cluster"] for name in CLUSTER)
+    # Only the balancer is published; the gateways are reached through it.
+    published = [name for name in CLUSTER if "ports" in SERVICES[name]]
+    assert published == ["balancer"]
+
+
+@pytest.mark.parametrize("name", ["cluster-gateway", "cluster-worker"])
+def test_cluster_services_keep_the_events_on_the_cluster_and_the_queue_on_one_redis(
+    name: str,
+) -> None:
+    service = SERVICES[name]
+    single = SERVICES[name.removeprefix("cluster-")]
+    env = _environment(service)
+    settings = Settings.from_env(env)
+
+    assert settings.events_redis_url == "redis+cluster://redis-node-1:6379"
+    assert settings.arq_redis_url == "redis://queue-redis:6379/0"
+    # Otherwise what the single-Redis service runs, with the same settings and checks.
+    assert (service["build"], service["command"]) == (single["build"], single["command"])
+    assert service["healthcheck"] == single["healthcheck"]
+    without_redis = {key: value for key, value in env.items() if key not in _REDIS_URLS}
+    assert without_redis == {k: v for k, v in _environment(single).items() if k not in _REDIS_URLS}
+    assert service["deploy"]["replicas"] >= 2
+    assert "ports" not in service
+    assert "container_name" not in service
+    assert service["depends_on"] == {
+        "redis-cluster-init": {"condition": "service_completed_successfully"},
+        "queue-redis": {"condition": "service_healthy"},
+    }
+
+
+def test_the_cluster_init_waits_for_every_node() -> None:
+    init = SERVICES["redis-cluster-init"]
+
+    assert init["depends_on"] == {node: {"condition": "service_healthy"} for node in _NODES}
+    assert init["restart"] == "no"
+    for node in _NODES:
+        argv = _argv(SERVICES[node]["command"])
+        assert argv[argv.index("--cluster-enabled") + 1] == "yes"
+        assert SERVICES[node]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def _compose_node_command(port: int, data_dir: Path) -> list[str]:
+    """A cluster node's compose command, on a loopback port with its files in `data_dir`."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    argv = _argv(SERVICES["redis-node-1"]["command"])
+    assert argv[0] == "redis-server"
+    # A bus port of its own: the default, port + 10000, is past 65535 for half the free ports.
+    return [binary, *argv[1:], "--port", str(port), "--cluster-port", str(free_port()),
+            "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]  # fmt: skip
+
+
+@pytest.fixture
+async def compose_cluster_nodes(tmp_path: Path) -> AsyncIterator[list[int]]:
+    """Six Redis nodes started with the compose file's command, not yet joined."""
+    ports = [free_port() for _ in _NODES]
+    nodes = []
+    for port in ports:
+        (tmp_path / str(port)).mkdir()
+        command = _compose_node_command(port, tmp_path / str(port))
+        nodes.append(
+            await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
+        )
+    clients = [Redis(port=port) for port in ports]
+    try:
+        for client in clients:
+            await wait_until(_answers(client), message="a cluster node up")
+        yield ports
+    finally:
+        for client in clients:
+            await client.aclose()
+        for node in nodes:
+            node.terminate()
+        await asyncio.wait_for(asyncio.gather(*(node.wait() for node in nodes)), scaled(10))
+
+
+def _answers(client: Redis) -> Callable[[], Awaitable[bool]]:
+    async def ping() -> bool:
+        try:
+            return bool(await client.ping())
+        except RedisConnectionError:
+            return False
+
+    return ping
+
+
+async def _run_sh(script: str) -> int:
+    process = await asyncio.create_subprocess_exec(
+        "sh", "-c", script, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(process.wait(), timeout=scaled(60))
+
+
+async def _roles(ports: list[int]) -> list[str]:
+    """What each node says it is: `master` or `slave`."""
+    roles = []
+    for port in ports:
+        client = Redis(port=port)
+        try:
+            replication = await client.info("replication")
+        finally:
+            await client.aclose()
+        roles.append(str(replication["role"]))
+    return roles
+
+
+async def _cluster_id(port: int) -> str:
+    client = Redis(port=port)
+    try:
+        node_id = await client.cluster("MYID")
+    finally:
+        await client.aclose()
+    assert isinstance(node_id, bytes)
+    return node_id.decode()
+
+
+async def test_the_cluster_init_joins_three_masters_with_a_replica_each_once(
+    compose_cluster_nodes: list[int], settings: Settings
+) -> None:
+    """The init script as compose runs it, node names swapped for loopback ports; then the
+    worker healthcheck against the cluster it made."""
+    ports = compose_cluster_nodes
+    script = SERVICES["redis-cluster-init"]["command"][2]
+    for node, port in zip(_NODES, ports, strict=True):
+        script = script.replace(f"{node}:6379", f"127.0.0.1:{port}")
+    script = script.replace("-h redis-node-1", f"-h 127.0.0.1 -p {ports[0]}")
+    assert "redis-node" not in script
+
+    assert await _run_sh(script) == 0
+    roles = await _roles(ports)
+    assert sorted(roles) == ["master"] * 3 + ["slave"] * 3
+    ids = [await _cluster_id(port) for port in ports]
+    # Run again (a restarted stack): the cluster is left as it is.
+    assert await _run_sh(script) == 0
+    assert await _roles(ports) == roles
+    assert [await _cluster_id(port) for port in ports] == ids
+
+    worker_check = _healthcheck_script("cluster-worker")
+    env = _child_env(
+        JOBWIRE_REDIS_URL=f"redis+cluster://127.0.0.1:{ports[0]}",
+        JOBWIRE_QUEUE_REDIS_URL=settings.arq_redis_url,
+        JOBWIRE_KEY_PREFIX=settings.key_prefix,
+    )
+    assert await _run_python(worker_check, env) != 0
+    cluster = RedisCluster(host="127.0.0.1", port=ports[0])
+    try:
+        worker_id = f"{socket.gethostname()}-1-abcdef"
+        await cluster.zadd(Keys(settings.key_prefix).workers(), {worker_id: now_ms()})
+    finally:
+        await cluster.aclose()
+    assert await _run_python(worker_check, env) == 0
+
+
+def _haproxy_seconds(value: str) -> float:
+    """An HAProxy time (`500ms`, `2s`, `1m`, `1h`; bare numbers are milliseconds)."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 0.001}[unit]
+
+
+def _balancer_files() -> list[Path]:
+    """The files the balancer service loads (`-f`), as they are in this repository."""
+    balancer = SERVICES["balancer"]
+    mounts = {}
+    for volume in balancer["volumes"]:
+        source, target = volume.split(":")[:2]
+        mounts[target] = ROOT / source
+    argv = _argv(balancer["command"])
+    loaded = [Path(argv[index + 1]) for index, arg in enumerate(argv) if arg == "-f"]
+    return [mounts[str(path.parent)] / path.name for path in loaded]
+
+
+def test_the_balancer_runs_the_tested_config_in_front_of_every_cluster_gateway() -> None:
+    balancer = SERVICES["balancer"]
+    shared, gateways = _balancer_files()
+    # The file tests/faults/test_balancer.py and the bench run HAProxy with.
+    assert shared == balancer_config.CONFIG
+    template = [line.split() for line in gateways.read_text().splitlines()]
+    (servers,) = [line for line in template if line[:1] == ["server-template"]]
+    count, address = int(servers[2]), servers[3]
+    gateway = SERVICES["cluster-gateway"]
+    assert address == f"cluster-gateway:{_environment(gateway)['JOBWIRE_PORT']}"
+    assert count >= gateway["deploy"]["replicas"]
+    bind = balancer["environment"]["BALANCER_BIND"]
+    assert balancer["ports"] == [f"{bind.rsplit(':')[1]}:{bind.rsplit(':')[1]}"]
+    assert balancer["depends_on"] == ["cluster-gateway"]
+
+
+def test_the_balancer_config_is_valid_for_the_haproxy_release_compose_runs() -> None:
+    haproxy = balancer_config.find_haproxy()
+    release = re.search(
+        r"version (\d+\.\d+)",
+        subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=True).stdout,
+    )
+    assert release is not None
+    assert SERVICES["balancer"]["image"] == f"haproxy:{release[1]}"
+    command = [haproxy, "-c", "-q"]
+    for path in _balancer_files():
+        command += ["-f", str(path)]
+    env = {**os.environ, **SERVICES["balancer"]["environment"]}
+    checked = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_balancer_keeps_quiet_event_streams_open_and_checks_readiness() -> None:
+    lines = [line.split() for line in balancer_config.CONFIG.read_text().splitlines()]
+    options = {tuple(line[:2]): line[2:] for line in lines if line}
+    ping_s = Settings().ping_s
+    # A stream carries a ping every JOBWIRE_PING_S at least: twice that is never cut.
+    for side in ("client", "server"):
+        assert _haproxy_seconds(options[("timeout", side)][0]) >= 2 * ping_s
+    assert options[("option", "httpchk")] == ["GET", "/readyz"]
+    assert ("option", "redispatch") in options
+    assert ("option", "forwardfor") in options
+    assert options[("balance", "leastconn")] == []
