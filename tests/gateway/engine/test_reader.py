@@ -25,6 +25,7 @@ from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
 from tests.support import RawResponse, SSEParser, raw_get, scaled, stream_ids, wait_until
+from tests.watchers import Watch, watch_client, watch_job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -239,3 +240,39 @@ async def test_readyz_answers_503_once_pubsub_is_down_for_longer_than_its_bound(
     assert down == {"status": "unavailable", "redis": "pubsub unavailable", "workers": 0}
     assert down_after >= READY_WITHIN_S, "a reconnect shorter than the bound is still ready"
     await _assert_exact(watchers, redis, settings)
+
+
+async def test_a_stream_that_lost_what_the_hub_delivered_ends_its_streams_into_a_reset(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    """As after a failover that lost the master's last writes: the stream no longer holds the
+    last events clients were shown. The reader's catch-up finds its feed's last id gone, ends
+    the job's streams, and each client resuming from an id the stream never had again gets
+    `reset` with the snapshot and the stream as it is — not silence, not a wrong sequence."""
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    keys = Keys(settings.key_prefix)
+    job_id = JOBS[0]
+    await _start_job(publisher, job_id)
+    async with watch_client(gateway.url) as client:
+        watches = [Watch(job_id) for _ in range(3)]
+        watching = [
+            asyncio.create_task(watch_job([client], job_id, timeout=20, into=watch))
+            for watch in watches
+        ]
+        await wait_until(lambda: all(len(watch.events) == 2 for watch in watches))
+        await _publish(publisher, job_id, 5)
+        await wait_until(lambda: all(len(watch.events) == 7 for watch in watches))
+        lost = [raw for raw, _ in await redis.xrevrange(keys.events(job_id), count=2)]
+        await redis.xdel(keys.events(job_id), *lost)
+        await redis.client_kill_filter(_type="pubsub")
+        await wait_until(lambda: all(watch.made_up for watch in watches), message="resets")
+        await _publish(publisher, job_id, 3)
+        await _finish(publisher, job_id)
+        await asyncio.gather(*watching)
+
+    stored = [raw.decode() for raw, _ in await redis.xrange(keys.events(job_id))]
+    for watch in watches:
+        assert [event.event for event in watch.made_up] == ["reset"]
+        assert orjson.loads(watch.made_up[0].data)["reason"] == "unknown_position"
+        assert watch.ids[7:] == stored, "after the reset: the stream as it now is, exactly"
