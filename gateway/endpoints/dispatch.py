@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.endpoints.requestlog import request_id, tagged_send
-from gateway.endpoints.tally import RequestTally
+from gateway.endpoints.tally import ACCEPTED_SOCKET, RequestTally
 
 __all__ = ["GatewayApp"]
 
@@ -119,6 +119,9 @@ class GatewayApp(Starlette):
             # The handlers log the request's method and path: a WebSocket opens with a GET.
             as_request = Request({**scope, "type": "http", "method": "GET"}, receive)
             response = await self._handler_for(exc)(as_request, exc)
+        if self._tally is not None:
+            status = response.status_code if isinstance(response, Response) else ACCEPTED_SOCKET
+            self._tally.count_socket(scope, status)
         await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> ExceptionHandler:

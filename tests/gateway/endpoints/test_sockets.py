@@ -9,6 +9,7 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from shared.events import EventType, make_event
@@ -220,3 +221,36 @@ async def _unread_socket(port: int, path: str) -> socket.socket:
     )
     await loop.sock_sendall(sock, handshake.encode())
     return sock
+
+
+async def test_handshakes_are_counted_in_the_request_tally_by_route_and_status(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "ws-tallied"
+    await _start(publisher, job_id)
+    await _finish(publisher, job_id)
+    single = ws_url(gateway.url, f"/jobs/{job_id}/ws")
+    for _ in range(2):
+        assert (await read_socket(single)).types[-1] == "end"
+    assert (await read_socket(ws_url(gateway.url, f"/events/ws?job={job_id}"))).close_code == 1000
+    missing = await refusal(ws_url(gateway.url, "/jobs/no-such-job/ws"))
+    assert missing.status == 404
+    async with gateway.client() as client:
+        plain = await client.get(f"/jobs/{job_id}/ws")
+        assert plain.status_code == 426
+        metrics = await client.get("/metrics")
+
+    counted = {
+        (sample.labels["route"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+        if sample.name == "jobwire_gateway_requests_total" and sample.labels["method"] == "GET"
+    }
+    assert {key: n for key, n in counted.items() if "/ws" in key[0] and n} == {
+        ("/jobs/{job_id}/ws", "101"): 2,
+        ("/jobs/{job_id}/ws", "404"): 1,
+        ("/jobs/{job_id}/ws", "426"): 1,
+        ("/events/ws", "101"): 1,
+    }
