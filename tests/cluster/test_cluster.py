@@ -322,3 +322,25 @@ async def test_a_master_killed_while_100_clients_watch_20_jobs_loses_no_client_i
 async def _all_running(redis: RedisCluster, keys: Keys, jobs: list[str]) -> bool:
     states = [await redis.hget(keys.state(job_id), "status") for job_id in jobs]  # type: ignore[misc]
     return all(state == b"running" for state in states)
+
+
+async def test_a_publish_waiting_for_one_replica_returns_once_the_replica_has_it(
+    redis: RedisCluster,
+    settings: Settings,
+    redis_cluster: LocalCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = Keys(settings.key_prefix)
+    publisher = Publisher(redis, settings.replace(publish_replicas=1))
+    by_master = _jobs_by_master(redis, keys, "replicated", per_master=1)
+    masters = redis_cluster.masters()
+    for master, (job_id,) in by_master.items():
+        await _start_job(publisher, job_id)
+        for n in range(10):
+            await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
+        replica = redis_cluster.client(masters[master][0]).pipeline(transaction=False)
+        replica.execute_command("READONLY")  # type: ignore[no-untyped-call]
+        replica.xlen(keys.events(job_id))
+        _, length = replica.execute()
+        assert length == 12, "every event on the replica when its publish returned"
+    assert "replicas acknowledged" not in caplog.text
