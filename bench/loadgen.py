@@ -1,4 +1,5 @@
-"""The SSE load generator: N subscribers over C jobs, events at a given rate, measured.
+"""The load generator: N subscribers (SSE or WebSocket) over C jobs, events at a given rate,
+measured.
 
 Each subscriber watches one job, or with `jobs_per_stream` > 1 several on one multi-job stream
 (`GET /events?job=a&job=b&job=c`, Jobwire only): the jobs are cut into groups of that size,
@@ -43,6 +44,7 @@ from bench.channel import Child
 from bench.procstat import TreeSample, load_average, machine_busy_s, sample_tree
 from bench.publishers import BENCH_CLIENT_NAME
 from bench.stats import Latency, add_counts, decode_samples, merge_failures
+from bench.subscribers import WIRES
 from bench.targets import RedisServer, Target
 
 __all__ = [
@@ -250,6 +252,7 @@ class LoadGenerator:
                     first=index,
                     total=self.load.subscribers,
                     step=processes,
+                    wire=self.target.wire,
                 )
                 for index, child in enumerate(self._subscribers)
             ),
@@ -487,6 +490,7 @@ def _standalone_target(args: argparse.Namespace) -> Target:
         publisher=publisher,
         events_path=urlsplit(args.url).path,
         multi_events_path=args.multi_path,
+        wire=args.wire,
     )
 
 
@@ -512,7 +516,7 @@ def _print(section: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="SSE load generator (127.0.0.1 targets only); prints JSON figures."
+        description="SSE and WebSocket load generator (127.0.0.1 targets only); prints JSON."
     )
     parser.add_argument("--url", required=True, help="subscriber URL with {job}")
     parser.add_argument("--redis-url", required=True, help="the target's Redis")
@@ -526,6 +530,12 @@ def main() -> None:
         "--jobs-per-stream", type=int, default=1, help="jobs per multi-job stream (--multi-path)"
     )
     parser.add_argument("--multi-path", default="/events", help="the multi-job stream's path")
+    parser.add_argument(
+        "--wire",
+        choices=sorted(WIRES),
+        default="sse",
+        help="sse; ws: Jobwire's WebSocket (/jobs/{job}/ws); ws-nchan: Nchan's (ws+meta.nchan)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="subscriber processes")
     parser.add_argument("--rate", type=float, default=0, help="delivered events/s to ask for")
     parser.add_argument("--warmup", type=float, default=2.0)

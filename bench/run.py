@@ -42,7 +42,7 @@ from bench.loadgen import (
 )
 from bench.processes import ServiceFailed
 from bench.stats import median
-from bench.targets import TARGETS, serves_multi_job_streams, start_target
+from bench.targets import TARGETS, reference_of, serves_multi_job_streams, start_target
 
 __all__ = ["SHAPES", "Shape", "main"]
 
@@ -80,6 +80,7 @@ SHAPES = {
     shape.name: shape
     for shape in (
         Shape("smoke", 1_000, 10, start_rate=4_000, storms=(20,)),
+        Shape("2k-10", 2_000, 10, start_rate=4_000, storms=(20,)),
         Shape("10k-10", 10_000, 10, start_rate=8_000),
         Shape("15k-10", 15_000, 10, start_rate=8_000),
         Shape("10k-1000", 10_000, 1_000, start_rate=4_000),
@@ -287,15 +288,16 @@ def rate_table(outcomes: list[Outcome], shapes: list[Shape], targets: list[str])
             lines += _fixed_rows(shape, grouped, targets)
         if not shape.start_rate:
             continue
-        reference = _best_rate(grouped.get((shape.name, "nchan"), []))
         for target in targets:
             runs = grouped.get((shape.name, target), [])
             if not runs:
                 continue
+            nchan = reference_of(target)
+            reference = _best_rate(grouped.get((shape.name, nchan), []))
             rate = _best_rate(runs)
             step = _median_step(runs)
             held = median([float(r.connect.held) for r in runs if r.connect])
-            ratio = f"{rate / reference:.2f}" if reference and target != "nchan" else "-"
+            ratio = f"{rate / reference:.2f}" if reference and target != nchan else "-"
             stops = "; ".join(sorted({_stopped_by(r) for r in runs}))
             if step is None:
                 lines.append(
@@ -397,15 +399,16 @@ def storm_table(outcomes: list[Outcome], shapes: list[Shape], targets: list[str]
     grouped = _by_shape(outcomes)
     for shape in shapes:
         for behind in shape.storms:
-            nchan = _storms_of(grouped.get((shape.name, "nchan"), []), behind)
-            reference = median([s.seconds for s in nchan if s.caught_up])
             for target in targets:
                 storms = _storms_of(grouped.get((shape.name, target), []), behind)
                 if not storms:
                     continue
+                nchan = reference_of(target)
+                nchan_storms = _storms_of(grouped.get((shape.name, nchan), []), behind)
+                reference = median([s.seconds for s in nchan_storms if s.caught_up])
                 times = [s.seconds for s in storms]
                 typical = median(times)
-                ratio = f"{typical / reference:.2f}" if reference and target != "nchan" else "-"
+                ratio = f"{typical / reference:.2f}" if reference and target != nchan else "-"
                 lines.append(
                     f"| {shape.label} | {behind} | {target} | {min(s.held for s in storms):,} "
                     f"| {typical:.2f} ({min(times):.2f}-{max(times):.2f}, {len(times)}) "
@@ -456,7 +459,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default=",".join(TARGETS),
-        help="comma-separated: jobwire, jobwire*<processes>, jobwire@<git ref>, naive, nchan",
+        help="comma-separated: jobwire, jobwire*<processes>, jobwire@<git ref>, naive, nchan; "
+        "any but naive with -ws: its subscribers on WebSocket (jobwire-ws, nchan-ws)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of the whole matrix")
     parser.add_argument("--storm-repeats", type=int, default=3)

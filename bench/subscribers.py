@@ -1,4 +1,5 @@
-"""A load-generating process holding thousands of SSE subscribers (`python -m bench.subscribers`).
+"""A load-generating process holding thousands of subscribers, over SSE or WebSocket
+(`python -m bench.subscribers`).
 
 Each subscriber is one raw asyncio protocol: no HTTP client library, no task per connection.
 The response body (identity or chunked) is cut into SSE frames at the last blank line of each
@@ -21,6 +22,14 @@ number is not the job's previous one plus one is a gap (counted by how many were
 duplicate. It resumes with the `id:` of the last event it got (on a multi-job stream, the
 composite cursor). Latency is receive time minus the send time the publisher put in the event,
 on the shared wall clock of this machine.
+
+Over WebSocket (wires `ws` and `ws-nchan`: Jobwire's `/jobs/<id>/ws`, `/events/ws`, and Nchan's
+`nchan_subscriber websocket` with its `ws+meta.nchan` subprotocol, which puts `id:` before
+each message), the same protocol sends the handshake, expects 101, and cuts the read into
+frames (server frames are unmasked, so a header and a slice each); the text payloads of one
+read are joined by newlines and go through one regular expression as above. A ping gets its
+pong. Resuming sends `Last-Event-ID` in the handshake, which both targets take (a browser
+would put it in the query, `?last_event_id=`).
 """
 
 from __future__ import annotations
@@ -39,7 +48,17 @@ import uvloop
 
 from bench.channel import Handler, raise_open_file_limit, serve
 
-__all__ = ["FRAME", "FRAME_OF_JOB", "MultiSubscriber", "Subscriber", "SubscriberPool", "main"]
+__all__ = [
+    "FRAME",
+    "FRAME_OF_JOB",
+    "WIRES",
+    "MultiSubscriber",
+    "MultiWebSocketSubscriber",
+    "Subscriber",
+    "SubscriberPool",
+    "WebSocketSubscriber",
+    "main",
+]
 
 FRAME = re.compile(rb'id: ([^\n]+)\n(?:event: [^\n]*\n)?data: [^\n]*?"seq":(\d+),"t":(\d+)')
 # The same, naming the event's job: frames of a multi-job stream.
@@ -47,6 +66,24 @@ FRAME_OF_JOB = re.compile(
     rb'id: ([^\n]+)\n(?:event: [^\n]*\n)?data: [^\n]*?"job":"([^"]+)"[^\n]*?"seq":(\d+),"t":(\d+)'
 )
 _RESET = b"event: reset"
+# Jobwire's WebSocket message: `{"id": …, "type": …, "data": <envelope>}`, compact JSON.
+WS_FRAME = re.compile(rb'\{"id":"([^"]+)","type":"[^"]*","data":[^\n]*?"seq":(\d+),"t":(\d+)')
+WS_FRAME_OF_JOB = re.compile(
+    rb'\{"id":"([^"]+)","type":"[^"]*","data":[^\n]*?"job":"([^"]+)"[^\n]*?"seq":(\d+),"t":(\d+)'
+)
+_WS_RESET = b'{"type":"reset"'
+# Nchan's `ws+meta.nchan` message: `id: <id>\n[content-type: …\n]\n<the published body>`.
+NCHAN_WS_FRAME = re.compile(
+    rb'id: ([^\n]+)\n(?:content-type: [^\n]*\n)?\n[^\n]*?"seq":(\d+),"t":(\d+)'
+)
+# Formats of a stream on the wire: (pattern, pattern naming the job, reset marker, status).
+WIRES: dict[str, tuple[re.Pattern[bytes], re.Pattern[bytes] | None, bytes | None, int]] = {
+    "sse": (FRAME, FRAME_OF_JOB, _RESET, 200),
+    "ws": (WS_FRAME, WS_FRAME_OF_JOB, _WS_RESET, 101),
+    "ws-nchan": (NCHAN_WS_FRAME, None, None, 101),
+}
+_WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # any 16 bytes in base64: nothing here is secret
+_OP_TEXT, _OP_BINARY, _OP_PING = 0x1, 0x2, 0x9
 _HEADER_END = b"\r\n\r\n"
 _NEVER = sys.maxsize
 # Closing with SO_LINGER 0 sends RST: like a lost network, and no TIME_WAIT on our side, so
@@ -161,7 +198,7 @@ class Subscriber(asyncio.Protocol):
         self._head = b""
         status_line, _, headers = head[:end].partition(b"\r\n")
         status = int(status_line.split(b" ", 2)[1])
-        if status != 200:
+        if status != self.pool.ok_status:
             self.pool.fail(f"http {status}")
             self._settle(False, None)
             self.closing = True
@@ -222,10 +259,10 @@ class Subscriber(asyncio.Protocol):
         return b"".join(parts)
 
     def _frames(self, complete: bytes) -> None:
-        frames = FRAME.findall(complete)
         pool = self.pool
-        if _RESET in complete:
-            pool.resets += complete.count(_RESET)
+        frames = pool.frame.findall(complete)
+        if pool.reset_marker is not None and pool.reset_marker in complete:
+            pool.resets += complete.count(pool.reset_marker)
         if not frames:
             return
         now = time.time_ns() // 1000
@@ -274,10 +311,11 @@ class MultiSubscriber(Subscriber):
         self.seqs = dict.fromkeys(jobs, 0)
 
     def _frames(self, complete: bytes) -> None:
-        frames = FRAME_OF_JOB.findall(complete)
         pool = self.pool
-        if _RESET in complete:
-            pool.resets += complete.count(_RESET)
+        assert pool.frame_of_job is not None, f"{pool.wire}: no multi-job stream"
+        frames = pool.frame_of_job.findall(complete)
+        if pool.reset_marker is not None and pool.reset_marker in complete:
+            pool.resets += complete.count(pool.reset_marker)
         if not frames:
             return
         now = time.time_ns() // 1000
@@ -313,6 +351,82 @@ class MultiSubscriber(Subscriber):
         return sum(max(0, targets[job] - seq) for job, seq in self.seqs.items())
 
 
+class WebSocketSubscriber(Subscriber):
+    """One WebSocket to one job's stream."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            data = self._read_head(data)
+            if not data:
+                return
+        complete = _messages(self, data)
+        if complete:
+            self._frames(complete)
+
+
+class MultiWebSocketSubscriber(MultiSubscriber):
+    """One WebSocket to a multi-job stream (`/events/ws?job=…`)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            data = self._read_head(data)
+            if not data:
+                return
+        complete = _messages(self, data)
+        if complete:
+            self._frames(complete)
+
+
+def _messages(subscriber: Subscriber, data: bytes) -> bytes:
+    """The payloads of the whole frames in what was read, joined by newlines (JSON and Nchan's
+    message heads hold none of their own between a message's id and its sequence number); a
+    partial frame waits in the subscriber's buffer for the next read. Pings get their pong."""
+    if subscriber._buffer:
+        data = subscriber._buffer + data
+    payloads: list[bytes] = []
+    pos, size = 0, len(data)
+    while size - pos >= 2:
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        start = pos + 2
+        if length == 126:
+            start = pos + 4
+            length = int.from_bytes(data[pos + 2 : start])
+        elif length == 127:
+            start = pos + 10
+            length = int.from_bytes(data[pos + 2 : start])
+        end = start + length
+        if end > size:
+            break
+        if opcode in (_OP_TEXT, _OP_BINARY):
+            payloads.append(data[start:end])
+        elif opcode == _OP_PING and subscriber.transport is not None:
+            # A client's frames are masked; a zero mask leaves the payload as it is.
+            pong = bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + data[start:end]
+            subscriber.transport.write(pong)
+        pos = end
+    subscriber._buffer = data[pos:]
+    return b"\n".join(payloads)
+
+
+def _request(wire: str, host: str, port: int, path: str) -> bytes:
+    """The request a subscriber sends to open `path`; `Last-Event-ID` goes before its end."""
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if wire == "sse":
+        head += "Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
+    else:
+        head += (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {_WS_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        if wire == "ws-nchan":
+            head += "Sec-WebSocket-Protocol: ws+meta.nchan\r\n"
+    return (head + "\r\n").encode()
+
+
 class SubscriberPool:
     """This process's share of the subscribers, and the counters the controller asks for."""
 
@@ -324,18 +438,15 @@ class SubscriberPool:
         stream_jobs: list[list[int]],
         jobs: list[str],
         indices: range,
+        wire: str = "sse",
     ) -> None:
         """Subscriber i opens `paths[i % len(paths)]`, the stream of the jobs (indices into
         `jobs`) at the same place in `stream_jobs`."""
         self.host = host
         self.port = port
-        self.requests = [
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-            ).encode()
-            for path in paths
-        ]
+        self.wire = wire
+        self.frame, self.frame_of_job, self.reset_marker, self.ok_status = WIRES[wire]
+        self.requests = [_request(wire, host, port, path) for path in paths]
         self.job_index = {job.encode(): index for index, job in enumerate(jobs)}
         self.subscribers = [_subscriber(self, index % len(paths), stream_jobs) for index in indices]
         self.targets = [_NEVER] * len(jobs)
@@ -464,9 +575,10 @@ class SubscriberPool:
 
 def _subscriber(pool: SubscriberPool, stream: int, stream_jobs: list[list[int]]) -> Subscriber:
     jobs = stream_jobs[stream]
+    websocket = pool.wire != "sse"
     if len(jobs) == 1:
-        return Subscriber(pool, stream, jobs[0])
-    return MultiSubscriber(pool, stream, jobs)
+        return (WebSocketSubscriber if websocket else Subscriber)(pool, stream, jobs[0])
+    return (MultiWebSocketSubscriber if websocket else MultiSubscriber)(pool, stream, jobs)
 
 
 def _handlers(state: dict[str, SubscriberPool], fd_limit: int) -> dict[str, Handler]:
@@ -478,6 +590,7 @@ def _handlers(state: dict[str, SubscriberPool], fd_limit: int) -> dict[str, Hand
             args["stream_jobs"],
             args["jobs"],
             range(args["first"], args["total"], args["step"]),
+            args.get("wire", "sse"),
         )
         return {"subscribers": len(state["pool"].subscribers), "fd_limit": fd_limit}
 

@@ -6,6 +6,8 @@
   from the export with this venv), to compare a change against what it replaces.
 - `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
 - `nchan`: nginx + Nchan with Redis storage, one worker.
+- `<any Jobwire target>-ws`, `nchan-ws`: the same server, its subscribers on WebSocket
+  (Jobwire's `/jobs/<id>/ws` and `/events/ws`; Nchan's `nchan_subscriber websocket`).
 
 Every one serves `GET /jobs/<id>/events` on 127.0.0.1 and resumes from `Last-Event-ID`; the
 Jobwire ones also serve several jobs on one stream, `GET /events?job=a&job=b`.
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "RedisServer",
     "Target",
     "redis_server",
+    "reference_of",
     "serves_multi_job_streams",
     "start_target",
 ]
@@ -51,6 +54,9 @@ TARGETS = ("jobwire", "jobwire*2", "naive", "nchan")
 _GATEWAY_FROM_TREE = "import runpy; runpy.run_module('gateway', run_name='__main__')"
 EVENTS_PATH = "/jobs/{job}/events"
 MULTI_EVENTS_PATH = "/events"
+SOCKET_PATH = "/jobs/{job}/ws"  # Jobwire's and (bench/nginx.conf.template) Nchan's
+MULTI_SOCKET_PATH = "/events/ws"
+WEBSOCKET_SUFFIX = "-ws"
 KEY_PREFIX = "jobwire"
 # Redis keeps 32 descriptors for itself below the 20,000 open-file limit.
 REDIS_MAX_CLIENTS = 19_900
@@ -76,6 +82,7 @@ class Target:
     events_path: str = EVENTS_PATH
     multi_events_path: str | None = None  # None: no multi-job stream
     notes: list[str] = field(default_factory=list)
+    wire: str = "sse"  # the subscribers' format, of bench.subscribers.WIRES
 
 
 @contextmanager
@@ -105,6 +112,28 @@ def start_target(
     name: str, gateway_env: Mapping[str, str] | None = None, log_dir: Path | None = None
 ) -> Iterator[Target]:
     """Start `name` and its Redis; both are stopped on exit. Gateway logs go to `log_dir`."""
+    server_name, websocket = _server_of(name)
+    if websocket and not (_is_jobwire(server_name) or server_name == "nchan"):
+        raise ValueError(f"{server_name} has no WebSocket stream")
+    with _start_server(server_name, gateway_env, log_dir, label=name) as target:
+        if not websocket:
+            yield target
+        elif _is_jobwire(server_name):
+            yield replace(
+                target,
+                name=name,
+                events_path=SOCKET_PATH,
+                multi_events_path=MULTI_SOCKET_PATH,
+                wire="ws",
+            )
+        else:
+            yield replace(target, name=name, events_path=SOCKET_PATH, wire="ws-nchan")
+
+
+@contextmanager
+def _start_server(
+    name: str, gateway_env: Mapping[str, str] | None, log_dir: Path | None, label: str
+) -> Iterator[Target]:
     with ExitStack() as stack:
         run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
         logs = log_dir or run_dir
@@ -134,7 +163,7 @@ def start_target(
                 _export(name.partition("@")[2], tree)
                 command = [sys.executable, "-c", _GATEWAY_FROM_TREE]
                 env["PYTHONPATH"] = str(tree)
-            log = logs / f"{name.replace('@', '-').replace('*', 'x')}-gateway.log"
+            log = logs / f"{label.replace('@', '-').replace('*', 'x')}-gateway.log"
             process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
             _ready(lambda: wait_for_http(name, port, "/healthz", process), log)
             _ready(lambda: wait_for_listeners(name, port, processes, process), log)
@@ -158,7 +187,19 @@ def start_target(
 
 def serves_multi_job_streams(name: str) -> bool:
     """Whether target `name` serves `GET /events?job=…` (only Jobwire does)."""
-    return _is_jobwire(name)
+    return _is_jobwire(_server_of(name)[0])
+
+
+def reference_of(name: str) -> str:
+    """The Nchan target a target's figures are compared with: the one on its transport."""
+    return "nchan" + WEBSOCKET_SUFFIX if _server_of(name)[1] else "nchan"
+
+
+def _server_of(name: str) -> tuple[str, bool]:
+    """The server a target name starts, and whether its subscribers are on WebSocket."""
+    if name.endswith(WEBSOCKET_SUFFIX):
+        return name.removesuffix(WEBSOCKET_SUFFIX), True
+    return name, False
 
 
 def _is_jobwire(name: str) -> bool:
