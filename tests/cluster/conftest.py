@@ -1,4 +1,4 @@
-"""The cluster suite: one Redis Cluster per session (`tests.cluster_support`), started only
+"""The cluster suite: one Redis Cluster per session (`bench.cluster`), started only
 when a test here runs. The events live on the cluster, arq's queue on the session's single
 redis-server, as `JOBWIRE_QUEUE_REDIS_URL` says they must."""
 
@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from redis.asyncio import RedisCluster
 
+from bench.cluster import LocalCluster
 from shared.clients import create_events_redis
 from shared.settings import Settings
-from tests.cluster_support import LocalCluster
-from tests.support import RedisServer
+from tests.support import TIMEOUT_SCALE, RedisServer
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalCluster]:
     with tempfile.TemporaryDirectory(prefix="jobwire-cluster-") as data_dir:
-        cluster = LocalCluster(Path(data_dir))
+        cluster = LocalCluster(Path(data_dir), timeout_scale=TIMEOUT_SCALE)
         try:
             cluster.start()
             yield cluster

@@ -15,13 +15,13 @@ import pytest
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
+from bench.cluster import LocalCluster
 from gateway.app import CLIENT_NAME
 from shared.events import EventType, make_event
 from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings, SettingsError
 from tests.auth_support import ALICE_KEY, bearer, with_auth
-from tests.cluster_support import LocalCluster
 from tests.conftest import RunWorker, StartGateway
 from tests.feeds import play_job
 from tests.support import RedisServer, submit, wait_until

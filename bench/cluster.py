@@ -1,7 +1,15 @@
-"""A real Redis Cluster for tests: six `redis-server` processes on free loopback ports (3
-masters, one replica each, a short `cluster-node-timeout` so a lost master is replaced within
-a few seconds), joined with `redis-cli --cluster create`. Files live in a temporary directory;
-`stop` ends every process it started."""
+"""A real Redis Cluster from the `redis-server` binary, for the bench and the tests: by default
+six processes on free loopback ports (3 masters, one replica each, a short
+`cluster-node-timeout` so a lost master is replaced within a few seconds), joined with
+`redis-cli --cluster create`. Files live in `data_dir`; `stop` ends every process it started.
+
+    cluster = LocalCluster(data_dir, replicas=0)   # the bench: 3 masters, nothing else
+    cluster.start()
+    ...  # JOBWIRE_REDIS_URL=cluster.url
+    cluster.stop()
+
+Waits are bounded; `timeout_scale` stretches every bound (the tests pass theirs, for slow
+machines)."""
 
 from __future__ import annotations
 
@@ -16,20 +24,21 @@ from typing import Any
 
 import redis
 
-from tests.support import free_port, scaled
+from bench.processes import free_port
 
 __all__ = ["LocalCluster", "NODE_TIMEOUT_MS"]
 
 NODE_TIMEOUT_MS = 1000
 # A node also listens on its port + 10000 (the cluster bus): both must be free.
 _BUS_OFFSET = 10_000
-_MASTERS = 3
-_SLOTS = 16_384
 
 
 @dataclass
 class LocalCluster:
     data_dir: Path
+    masters_count: int = 3
+    replicas: int = 1  # per master
+    timeout_scale: float = 1.0
     ports: list[int] = field(default_factory=list)
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     _clients: dict[int, redis.Redis] = field(default_factory=dict)
@@ -43,17 +52,18 @@ class LocalCluster:
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if binary is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are needed (.ci/run installs them)")
-        self.ports = [_node_port() for _ in range(_MASTERS * 2)]
+        self.ports = [_node_port() for _ in range(self.masters_count * (1 + self.replicas))]
         for port in self.ports:
             self._start_node(binary, port)
         for port in self.ports:
             self._wait(lambda port=port: self._client(port).ping(), f"node {port} up", timeout)
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        replicas = ["--cluster-replicas", str(self.replicas)]
         subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            [cli, "--cluster", "create", *nodes, *replicas, "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
-            timeout=scaled(timeout),
+            timeout=self._scaled(timeout),
         )
         self.wait_healthy(timeout)
 
@@ -65,7 +75,7 @@ class LocalCluster:
                 process.terminate()
         for process in self.processes.values():
             try:
-                process.wait(timeout=scaled(10))
+                process.wait(timeout=self._scaled(10))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -74,7 +84,7 @@ class LocalCluster:
         """SIGKILL the node on `port` (as a crash would)."""
         process = self.processes[port]
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=scaled(10))
+        process.wait(timeout=self._scaled(10))
 
     def restart(self, port: int) -> None:
         """Start the node on `port` again: its nodes.conf brings it back into the cluster."""
@@ -96,8 +106,8 @@ class LocalCluster:
         return [port for port, process in self.processes.items() if process.poll() is None]
 
     def healthy(self) -> bool:
-        """Every live node says the cluster is ok and sees the same three masters with a
-        replica each, and each replica's link to its master is up."""
+        """Every live node says the cluster is ok and sees the same masters, each with its
+        replicas, and each replica's link to its master is up."""
         views = set()
         for port in self.live_ports():
             try:
@@ -105,10 +115,14 @@ class LocalCluster:
                 nodes = self.command(port, "CLUSTER NODES")
             except redis.RedisError:
                 return False
-            if info.get("cluster_state") != "ok" or int(info["cluster_known_nodes"]) < 6:
+            if info.get("cluster_state") != "ok" or int(info["cluster_known_nodes"]) < len(
+                self.ports
+            ):
                 return False
             masters = _masters(nodes)
-            if len(masters) != _MASTERS or any(not replicas for replicas in masters.values()):
+            if len(masters) != self.masters_count or any(
+                len(replicas) < self.replicas for replicas in masters.values()
+            ):
                 return False
             views.add(frozenset((port, tuple(sorted(r))) for port, r in masters.items()))
         if len(views) != 1:
@@ -118,6 +132,10 @@ class LocalCluster:
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         self._wait(self.healthy, "the cluster healthy", timeout)
+
+    def pids(self) -> dict[int, int]:
+        """Port -> pid of every node started."""
+        return {port: process.pid for port, process in self.processes.items()}
 
     def client(self, port: int) -> redis.Redis:
         return self._client(port)
@@ -161,10 +179,12 @@ class LocalCluster:
             )
         return client
 
-    @staticmethod
-    def _wait(condition: object, what: str, timeout: float) -> None:
+    def _scaled(self, seconds: float) -> float:
+        return seconds * self.timeout_scale
+
+    def _wait(self, condition: object, what: str, timeout: float) -> None:
         assert callable(condition)
-        deadline = time.monotonic() + scaled(timeout)
+        deadline = time.monotonic() + self._scaled(timeout)
         while True:
             try:
                 if condition():
@@ -172,7 +192,7 @@ class LocalCluster:
             except redis.RedisError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: not within {scaled(timeout):.3g}s")
+                raise RuntimeError(f"{what}: not within {self._scaled(timeout):.3g}s")
             time.sleep(0.05)
 
 
