@@ -4,19 +4,16 @@ a local HTTP server."""
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from examples.wordcount import jobs as wordcount
 from shared.settings import Settings
 from tests.conftest import Gateway, RunWorker, StartGateway
+from tests.file_server import serving
 from tests.support import collect_events, event_types, submit
 from worker.jobpaths import load_registry
 
@@ -24,25 +21,12 @@ PATH = "examples.wordcount.jobs:jobs"
 LINES = ["don't panic" if number % 3 == 0 else "The cat and the dog" for number in range(4_500)]
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def text_server(tmp_path: Path) -> Iterator[str]:
     """The base URL of an HTTP server serving `book.txt` (LINES) from a folder of this test."""
     (tmp_path / "book.txt").write_text("\n".join(LINES) + "\n")
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

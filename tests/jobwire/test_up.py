@@ -4,14 +4,12 @@ and Ctrl-C stops every process it started."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shlex
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,19 +17,9 @@ import pytest
 
 from jobwire.cli import COMMANDS, main
 from tests.support import RedisServer, collect_events, free_port, port_open, scaled, submit
+from tests.up_support import clean_env, read_until, running
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
-
-
-async def _read_until(stream: asyncio.StreamReader, marker: bytes, timeout: float) -> bytes:
-    seen = b""
-    async with asyncio.timeout(timeout):
-        while marker not in seen:
-            line = await stream.readline()
-            if not line:
-                raise AssertionError(f"output ended before {marker!r}: {seen.decode()}")
-            seen += line
-    return seen
 
 
 @pytest.mark.timeout(90)
@@ -48,7 +36,7 @@ async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
     )
     assert process.stdout is not None
     try:
-        banner = await _read_until(process.stdout, b"Press Ctrl-C", timeout=60)
+        banner = await read_until(process.stdout, b"Press Ctrl-C", scaled(60))
         redis_port = int(re.findall(rb"redis://127\.0\.0\.1:(\d+)", banner)[0])
         assert f"curl -N http://127.0.0.1:{port}/jobs/JOB_ID/events".encode() in banner
         # Auth is on: the key made for this run is printed once, in the page's URL too.
@@ -84,32 +72,6 @@ def test_commands_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) ->
     assert "invalid choice" in capsys.readouterr().err
 
 
-def _env(**jobwire: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    return env | {"JOBWIRE_LOG_LEVEL": "WARNING"} | jobwire
-
-
-@contextlib.asynccontextmanager
-async def _running(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`jobwire ARGS`, its stdout and stderr together; interrupted (like Ctrl-C) at the end if
-    it still runs."""
-    process = await asyncio.create_subprocess_exec(
-        str(JOBWIRE),
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(scaled(40)):
-            await process.wait()
-
-
 @pytest.mark.timeout(90)
 async def test_up_prints_commands_for_its_port_and_no_redis_password(
     redis_server: RedisServer,
@@ -117,19 +79,21 @@ async def test_up_prints_commands_for_its_port_and_no_redis_password(
     port, password, tag = free_port(), "not-for-the-banner", f"t{uuid.uuid4().hex[:10]}"
     # The session's redis-server has no password: its default user takes any.
     redis_url = f"redis://default:{password}@127.0.0.1:{redis_server.port}/0"
-    env = _env(
+    env = clean_env(
         JOBWIRE_PORT=str(port),
         JOBWIRE_REDIS_URL=redis_url,
         JOBWIRE_KEY_PREFIX=tag,
         JOBWIRE_QUEUE_NAME=f"{tag}:queue",
     )
-    async with _running("up", env=env) as up:
+    async with running([str(JOBWIRE), "up"], env) as up:
         assert up.stdout is not None
-        banner = (await _read_until(up.stdout, b"Press Ctrl-C", scaled(60))).decode()
+        banner = (await read_until(up.stdout, b"Press Ctrl-C", scaled(60))).decode()
         key = re.findall(r"export JOBWIRE_API_KEY=(\S+)", banner)[0]
         command = next(line.strip() for line in banner.splitlines() if "jobwire submit" in line)
         # The banner's command as a user pastes it, with the key exported as it says.
-        async with _running(*shlex.split(command)[1:], env=_env(JOBWIRE_API_KEY=key)) as client:
+        async with running(
+            [str(JOBWIRE), *shlex.split(command)[1:]], clean_env(JOBWIRE_API_KEY=key)
+        ) as client:
             assert client.stdout is not None
             async with asyncio.timeout(scaled(20)):
                 first = (await client.stdout.readline()).decode()
@@ -164,7 +128,7 @@ async def _answer_as_ready(reader: asyncio.StreamReader, writer: asyncio.StreamW
 async def test_up_on_a_busy_port_says_so_and_prints_no_banner() -> None:
     server = await asyncio.start_server(_answer_as_ready, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, _running("up", env=_env(JOBWIRE_PORT=str(port))) as up:
+    async with server, running([str(JOBWIRE), "up"], clean_env(JOBWIRE_PORT=str(port))) as up:
         assert up.stdout is not None
         async with asyncio.timeout(scaled(30)):
             output = (await up.stdout.read()).decode()

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from shared.logs import JOB_ID, KEY, REQUEST_ID, JsonLineFormatter, log_context
+from tests.readme_support import readme_block
 from tests.support import collect_events, free_port, scaled, wait_until
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
@@ -129,6 +130,9 @@ async def test_json_up_writes_only_json_lines_with_request_and_job_ids() -> None
         "http_version": "1.1",
         "status": 202,
     }
+    # The README's example line (Operations) has these fields, in this order.
+    shown = orjson.loads(readme_block("Operations", '"logger":"uvicorn.access"').text)
+    assert list(submit_line) == list(shown)
     watch_line = access_line_of("watch-1")
     assert watch_line is not None
     assert (watch_line["path"], watch_line["status"], watch_line["key"]) == (

@@ -3,22 +3,18 @@ its own. A refused submission leaves nothing in Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
 import pytest
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
-from shared.catalog import JobSpec, advertise
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.auth_support import ALICE_KEY, WAITING_JOB, advertise_waiting_job, with_auth
+from tests.auth_support import WAITING_JOB, advertise_waiting_job
 from tests.conftest import Gateway, StartGateway
-from tests.support import scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -94,40 +90,6 @@ async def test_another_json_type_is_not_taken_for_json(gateway: Gateway) -> None
         )
 
     assert (response.status_code, response.json()["error"]) == (415, "unsupported_media_type")
-
-
-def _readme_submits() -> list[str]:
-    """Every `$ curl … -X POST` command of README.md, its continuation lines joined."""
-    commands: list[str] = []
-    lines = iter((ROOT / "README.md").read_text().splitlines())
-    for line in lines:
-        if line.startswith("$ curl") and "-X POST" in line:
-            command = line.removeprefix("$ ")
-            while command.endswith("\\"):
-                command = command.removesuffix("\\") + next(lines)
-            commands.append(command)
-    return commands
-
-
-async def test_the_readmes_curl_submit_starts_a_job(
-    start_gateway: StartGateway, settings: Settings, redis: Redis
-) -> None:
-    spec = JobSpec(name="demo.countdown", params=[], required=[], accepts_any=True, doc="")
-    await advertise(redis, Keys(settings.key_prefix), [spec])
-    gateway = await start_gateway(with_auth(settings))
-    [command] = _readme_submits()
-    address = urlsplit(gateway.url).netloc
-    shell = f'AUTH="Authorization: Bearer {ALICE_KEY}"; ' + command.replace(
-        "localhost:8000", address
-    )
-
-    process = await asyncio.create_subprocess_exec(
-        "bash", "-c", shell, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(scaled(10)):
-        out, err = await process.communicate()
-
-    assert out.startswith(b"HTTP/1.1 202"), (out, err)
 
 
 def test_jobwire_ups_curl_submit_sends_json() -> None:

@@ -1,15 +1,11 @@
 """`Client` and `SyncClient` as a new user meets them: the gateway and key from the environment
-like the CLI's, a URL without a scheme refused at once, and the README's examples run as
-written against a gateway with keys on (as `jobwire up` always starts one)."""
+like the CLI's, and a URL without a scheme refused at once (the README's examples run in
+tests/test_readme.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +16,6 @@ from shared.settings import Settings
 from tests.auth_support import ALICE_KEY, with_auth
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import free_port, scaled
-
-README = Path(__file__).parents[3] / "README.md"
 
 
 @pytest.fixture
@@ -83,40 +77,3 @@ async def test_a_gateway_url_that_is_not_http_is_refused_at_once(
     assert "http://" in str(refused.value)
     assert isinstance(refused.value, ValueError)
     assert threading.active_count() == threads  # SyncClient started no loop thread for it
-
-
-def _readme_client_examples() -> list[str]:
-    section = README.read_text().split("## Python client and CLI", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-
-
-@pytest.mark.timeout(60)
-async def test_the_readme_client_examples_run_as_written(keyed_stack: Gateway) -> None:
-    examples = _readme_client_examples()
-    assert len(examples) == 3
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    env |= {URL_ENV: keyed_stack.url, API_KEY_ENV: ALICE_KEY}
-
-    outputs = []
-    for example in examples:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            example,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), scaled(30))
-        assert process.returncode == 0, err.decode()
-        outputs.append(out.decode())
-
-    assert "hello there" in outputs[0]
-    assert "result: {'text': 'hello there'" in outputs[0]
-    assert "'status': 'completed'" in outputs[0]  # the same job, looked up by its id
-    assert outputs[1].strip() == "{'counted': 10}"
-    ran, *followed, waited = outputs[2].splitlines()
-    assert ran == "one request"
-    assert re.fullmatch(r"job idem-[0-9a-f]+: completed", followed[0])
-    assert [line.split()[1] for line in followed[1:]].count("completed") == 3
-    assert waited == str([{"counted": 2}] * 3)
