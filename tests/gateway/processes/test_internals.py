@@ -45,7 +45,21 @@ CONTACTS = [
             "connection_lost",
             "send_400_response",
         ),
-        instance_attributes=("scope", "flow", "transport", "cycle", "server_state"),
+        instance_attributes=(
+            "scope",
+            "flow",
+            "transport",
+            "cycle",
+            "server_state",
+            "pipeline",
+            "url",
+        ),
+    ),
+    Contact(
+        "gateway/processes/protocol.py",
+        "uvicorn.protocols.http.flow_control:FlowControl",
+        methods=("drain", "pause_reading", "resume_reading", "pause_writing", "resume_writing"),
+        instance_attributes=("_transport", "read_paused", "write_paused"),
     ),
     Contact("gateway/processes/protocol.py", "uvicorn.config:Config", methods=("load",)),
     Contact(

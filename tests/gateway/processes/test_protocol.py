@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -22,7 +23,12 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.engine.connection import TransportConnection
-from gateway.processes.protocol import MAX_HEAD_BYTES, MAX_HEADERS
+from gateway.processes.protocol import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    LeanFlowControl,
+    StreamingHttpProtocol,
+)
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -287,4 +293,29 @@ async def test_an_event_stream_outlives_the_head_limit(
         events = await watching
 
     assert events.status == 200
+    assert events.event_ids() == await stream_ids(redis, settings, job_id)
+
+
+async def test_a_held_stream_keeps_a_lean_connection(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "lean"
+    await _queue(publisher, job_id)
+    async with connect(gateway) as client:
+        watching = asyncio.create_task(client.request(_stream_request(job_id)))
+        await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+        [protocol] = [
+            p
+            for p in gateway.server.server_state.connections
+            if isinstance(p, StreamingHttpProtocol)
+        ]
+        # The instance dict shares its keys (a full one is 1.5 KB), no event or deque is kept
+        # for a connection that never waits or pipelines.
+        assert sys.getsizeof(vars(protocol)) < 512
+        assert isinstance(protocol.flow, LeanFlowControl)
+        assert sys.getsizeof(protocol.pipeline) < 128  # an empty deque: 624
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        events = await watching
     assert events.event_ids() == await stream_ids(redis, settings, job_id)
