@@ -6,10 +6,16 @@
 // with. On any error the page closes the stream and opens a new one after a backoff, from its
 // own cursor (`?last_event_id=`), which only moves when an event is applied. Each job drops
 // events at or before its cursor, so a replayed event is never applied twice.
+//
+// With `?transport=ws` (js/transport.js) each group is one WebSocket to `/events/ws` instead,
+// with the same URL, cursor and retries: the same events arrive as JSON messages
+// (`{"id", "type", "data"}`), and any close before every job ended (a dead gateway, a refused
+// handshake, a close code other than the end's) is a failure like EventSource's error.
 
 import { jobStatus, ApiError } from "./api.js";
 import { compareStreamIds, formatCursor, positionIn } from "./cursor.js";
 import { CONNECTION_TYPES, STORED_TYPES } from "./events.js";
+import { chosenTransport, socketAddress } from "./transport.js";
 
 export const MAX_JOBS_PER_STREAM = 50;
 const MAX_URL_CHARS = 8000; // well under what servers and proxies accept in a request line
@@ -29,13 +35,13 @@ function backoffMs(failures) {
   return Math.round(base * (0.8 + Math.random() * 0.4));
 }
 
-export function streamUrl(jobs) {
+export function streamUrl(jobs, transport = "sse") {
   const params = new URLSearchParams();
   for (const job of jobs) params.append("job", job.id);
   for (const job of jobs) if (job.watchToken) params.append("token", job.watchToken);
   const cursor = formatCursor(jobs.map((job) => [job.id, job.cursor]));
   if (cursor) params.set("last_event_id", cursor);
-  return `/events?${params}`;
+  return `${transport === "ws" ? "/events/ws" : "/events"}?${params}`;
 }
 
 // A watch token is `base64url(JSON [job id, expiry in unix s, …]).signature`: signed, not
@@ -59,6 +65,7 @@ class Feed {
     this.source = null;
     this.timer = null;
     this.watchdog = null;
+    this.heardAt = 0; // performance.now() of the stream's last sign of life
     this.failures = 0;
     this.everOpened = false;
     this.renewing = false; // asking the gateway for fresh watch tokens
@@ -78,7 +85,9 @@ class Feed {
       this.renewTokensThenOpen();
       return;
     }
-    const source = new EventSource(streamUrl(this.jobs.filter((job) => !job.terminal)));
+    const active = this.jobs.filter((job) => !job.terminal);
+    if (this.watcher.transport === "ws") return this.openSocket(active);
+    const source = new EventSource(streamUrl(active));
     this.source = source;
     this.feedWatchdog();
     source.addEventListener("open", () => {
@@ -90,6 +99,35 @@ class Feed {
     for (const type of LISTENED_TYPES) {
       source.addEventListener(type, (event) => this.received(source, event));
     }
+  }
+
+  // The WebSocket twin of the EventSource above: `source` is the socket.
+  openSocket(jobs) {
+    const socket = new WebSocket(socketAddress(streamUrl(jobs, "ws")));
+    this.source = socket;
+    this.feedWatchdog();
+    socket.addEventListener("open", () => {
+      if (this.source !== socket) return;
+      this.everOpened = true;
+      this.feedWatchdog();
+      this.setState("open");
+    });
+    socket.addEventListener("message", (message) => this.receivedMessage(socket, message));
+    // The `end` message comes after every job's terminal event, which closed the feed already:
+    // a close still heard here came before that, whatever its code.
+    socket.addEventListener("close", () => {
+      if (this.source === socket) this.failed();
+    });
+  }
+
+  receivedMessage(socket, message) {
+    if (this.source !== socket) return;
+    const { id, type, data } = JSON.parse(message.data);
+    if (type === "end") return;
+    this.failures = 0;
+    this.feedWatchdog();
+    this.watcher.apply(type, id ?? "", data);
+    if (this.finished) this.close();
   }
 
   received(source, event) {
@@ -187,9 +225,21 @@ class Feed {
     this.setState("closed");
   }
 
+  // Called for every event: it only notes the time, and the one timer, when it fires, checks
+  // how long the stream has really been silent (a new timer per event costs as much as the
+  // rest of applying it, at thousands of events a second).
   feedWatchdog() {
-    clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(() => this.failed(), SILENCE_LIMIT_MS);
+    this.heardAt = performance.now();
+    if (this.watchdog === null) this.watchSilence(SILENCE_LIMIT_MS);
+  }
+
+  watchSilence(delayMs) {
+    this.watchdog = setTimeout(() => {
+      const silentMs = performance.now() - this.heardAt;
+      if (silentMs < SILENCE_LIMIT_MS) return this.watchSilence(SILENCE_LIMIT_MS - silentMs);
+      this.watchdog = null;
+      this.failed();
+    }, delayMs);
   }
 
   clearTimer() {
@@ -208,7 +258,8 @@ class Feed {
 
 // All the page's streams: which jobs each carries, and applying what they deliver.
 export class Watcher {
-  constructor({ onJobChanged, onConnectionChanged }) {
+  constructor({ onJobChanged, onConnectionChanged, transport = chosenTransport() }) {
+    this.transport = transport;
     this.jobs = new Map();
     this.feeds = new Set();
     this.onJobChanged = onJobChanged;
@@ -287,14 +338,19 @@ export class Watcher {
     this.feeds.delete(feed);
   }
 
+  // An EventSource's event.
   deliver(message) {
-    const event = JSON.parse(message.data);
+    this.apply(message.type, message.lastEventId, JSON.parse(message.data));
+  }
+
+  // One event of any stream: its type, its id (the cursor) and its data (the envelope).
+  apply(type, eventId, event) {
     const job = this.jobs.get(event.job);
     if (job === undefined) return;
-    if (message.type === "reset") {
+    if (type === "reset") {
       job.reset(event.reason, event.state);
-    } else if (!CONNECTION_TYPES.has(message.type)) {
-      const position = positionIn(message.lastEventId, job.id);
+    } else if (!CONNECTION_TYPES.has(type)) {
+      const position = positionIn(eventId, job.id);
       if (position === null || compareStreamIds(position, job.cursor) <= 0) return;
       job.cursor = position;
       job.apply(event);
