@@ -4,6 +4,7 @@ fails `tests/test_readme.py`, so a new one is run from the start or says why it 
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -37,7 +38,12 @@ class Block:
 
 def readme_blocks(text: str | None = None) -> list[Block]:
     """Every fenced block of README.md (or of `text`), in order."""
-    lines = (README.read_text() if text is None else text).splitlines()
+    return list(_blocks(README.read_text() if text is None else text))
+
+
+@functools.cache
+def _blocks(text: str) -> tuple[Block, ...]:
+    lines = text.splitlines()
     blocks: list[Block] = []
     section, count = "", 0
     number = 0
@@ -57,7 +63,7 @@ def readme_blocks(text: str | None = None) -> list[Block]:
         count += 1
         info = fence["info"].strip()
         blocks.append(Block(section, count, info, "\n".join(body) + "\n", opening))
-    return blocks
+    return tuple(blocks)
 
 
 def readme_block(section: str, snippet: str) -> Block:
@@ -175,10 +181,16 @@ COVERAGE: list[RunBy | Shown] = [
     ),
     # Python client and CLI
     *(
-        RunBy("Python client and CLI", snippet, f"{_README_TESTS}::test_the_client_examples_run")
-        for snippet in ("client.job(job.job_id)", "SyncClient()", "client.follow(jobs)")
+        RunBy(
+            "Python client and CLI", snippet, f"{_README_TESTS}::test_the_client_and_cli_blocks_run"
+        )
+        for snippet in (
+            "client.job(job.job_id)",
+            "SyncClient()",
+            "client.follow(jobs)",
+            "jobwire watch",
+        )
     ),
-    RunBy("Python client and CLI", "jobwire watch", f"{_README_TESTS}::test_the_cli_lines_run"),
     # Events
     RunBy("Events", '"type": "progress"', f"{_README_TESTS}::test_the_curl_tour_runs"),
     # WebSocket

@@ -69,32 +69,33 @@ def _functions(path: Path) -> set[str]:
 
 
 def test_every_block_is_run_by_a_test_or_shown_for_a_reason() -> None:
-    how_to = (
-        "register it in COVERAGE (tests/readme_support.py): RunBy(section, snippet, test) when a"
-        " test runs it (look it up there with readme_block(section, snippet)), or Shown(section,"
-        " snippet, reason) when it cannot run"
-    )
-    unregistered = [str(block) for block in readme_blocks() if not _covering(block)]
-    twice = [str(block) for block in readme_blocks() if len(_covering(block)) > 1]
-    assert unregistered == [], f"README blocks no test covers; {how_to}"
-    assert twice == [], "README blocks more than one COVERAGE entry matches"
-
-    stale, missing = [], []
+    problems = [
+        f"{block}: in {len(_covering(block))} COVERAGE entries"
+        for block in readme_blocks()
+        if len(_covering(block)) != 1
+    ]
     for entry in COVERAGE:
+        named = f"COVERAGE entry {entry.section!r} / {entry.snippet!r}"
         found = [
             b for b in readme_blocks() if b.section == entry.section and entry.snippet in b.text
         ]
         if len(found) != 1:
-            stale.append(f"{entry.section!r} / {entry.snippet!r}: {len(found)} blocks")
+            problems.append(f"{named}: matches {len(found)} README blocks, not 1")
         if isinstance(entry, RunBy):
             path, _, function = entry.test.partition("::")
             module = ROOT / path
             if not module.is_file() or function not in _functions(module):
-                missing.append(f"{entry.test} (for {entry.snippet!r})")
+                problems.append(f"{named}: its test {entry.test} does not exist")
             elif entry.snippet not in module.read_text():
-                missing.append(f"{entry.test} never names its block's snippet {entry.snippet!r}")
-    assert stale == [], "COVERAGE entries that name no single README block (edit or drop them)"
-    assert missing == [], "COVERAGE names tests that do not exist or do not look up their block"
+                problems.append(f"{named}: {path} never looks its block up with the snippet")
+
+    assert problems == [], (
+        "Each README block needs exactly one entry in COVERAGE (tests/readme_support.py):"
+        " RunBy(section, snippet, 'tests/….py::test_…') when a test runs it, looking it up with"
+        " readme_block(section, snippet), or Shown(section, snippet, reason) when it cannot run;"
+        " the snippet is any text of the block found in no other block of its section.\n"
+        + "\n".join(problems)
+    )
 
 
 # A terminal against one `jobwire up` for the whole module.
@@ -338,11 +339,16 @@ async def test_the_websocket_line_runs(demo_stack: UpStack) -> None:
     assert "Connection closed: 1000 (OK)." in output
 
 
-# Python client and CLI.
+# Python client and CLI: the examples and the terminal's lines side by side (the lines follow
+# 10-second jobs).
 
 
 @pytest.mark.timeout(90)
-async def test_the_cli_lines_run(demo_stack: UpStack) -> None:
+async def test_the_client_and_cli_blocks_run(demo_stack: UpStack) -> None:
+    await asyncio.gather(_the_cli_lines_run(demo_stack), _the_client_examples_run(demo_stack))
+
+
+async def _the_cli_lines_run(demo_stack: UpStack) -> None:
     terminal = Terminal(demo_stack)
     terminal.activate()
     lines = block_commands(readme_block("Python client and CLI", "jobwire watch"))
@@ -374,8 +380,7 @@ async def test_the_cli_lines_run(demo_stack: UpStack) -> None:
     assert event_types(stream)[-1] == "completed"
 
 
-@pytest.mark.timeout(90)
-async def test_the_client_examples_run(demo_stack: UpStack) -> None:
+async def _the_client_examples_run(demo_stack: UpStack) -> None:
     section = "Python client and CLI"
     examples = [
         readme_block(section, snippet).text
@@ -526,13 +531,14 @@ async def test_your_jobs_run_as_written(tmp_path: Path, redis_server: RedisServe
     async with jobwire_up(as_run_here(up.text, 0), env, tmp_path) as stack:
         assert "Jobs served: reports.build" in stack.banner
         terminal = Terminal(stack, tmp_path)
-        done = await terminal.run(submits, timeout=60)
         async with httpx.AsyncClient(
             base_url=stack.url, headers={"Authorization": f"Bearer {stack.key}"}
         ) as client:
-            served = [
-                await _served_by(client, terminal.here(w.text), env, tmp_path) for w in workers
-            ]
+            # The worker lines in terminals of their own while the job is submitted.
+            lines = [terminal.here(worker.text) for worker in workers]
+            done, served = await asyncio.gather(
+                terminal.run(submits, timeout=60), _served_by(client, lines, env, tmp_path)
+            )
 
     assert done.returncode == 0, done.stdout + done.stderr
     refusal, _, watched = done.stdout.partition("\n")
@@ -545,18 +551,32 @@ async def test_your_jobs_run_as_written(tmp_path: Path, redis_server: RedisServe
     assert served[1] == "reports.build"
 
 
-async def _served_by(client: httpx.AsyncClient, line: str, env: dict[str, str], cwd: Path) -> str:
-    """The jobs the worker `line` starts says it runs (arq's start line, at INFO), once the
-    gateway counts it alive beside the stack's own; then it is stopped with Ctrl-C."""
-    async with running([*BASH, line], env | {"JOBWIRE_LOG_LEVEL": "INFO"}, cwd) as worker:
-        assert worker.stdout is not None
-        start = await read_until(worker.stdout, b"Starting worker for", scaled(30))
+async def _served_by(
+    client: httpx.AsyncClient, lines: list[str], env: dict[str, str], cwd: Path
+) -> list[str]:
+    """The jobs each worker started by `lines` says it runs (arq's start line, at INFO), once
+    the gateway counts them all alive beside the stack's own; then each is stopped with
+    Ctrl-C, and must exit with 0."""
+    async with contextlib.AsyncExitStack() as stack:
+        env = env | {"JOBWIRE_LOG_LEVEL": "INFO"}
+        workers = [
+            await stack.enter_async_context(running([*BASH, line], env, cwd)) for line in lines
+        ]
+        starts = [await _start_line(worker) for worker in workers]
         await wait_until(
-            lambda: _workers_alive(client, 2), timeout=30, interval=0.1, message="both alive"
+            lambda: _workers_alive(client, 1 + len(lines)),
+            timeout=30,
+            interval=0.1,
+            message="all alive",
         )
-    assert worker.returncode == 0, start
-    [functions] = re.findall(r"Starting worker for \d+ functions: (.*)", start.decode())
-    return str(functions)
+    assert [worker.returncode for worker in workers] == [0] * len(lines), starts
+    found = [re.findall(r"Starting worker for \d+ functions: (.*)", s.decode()) for s in starts]
+    return [str(functions) for [functions] in found]
+
+
+async def _start_line(worker: asyncio.subprocess.Process) -> bytes:
+    assert worker.stdout is not None
+    return await read_until(worker.stdout, b"Starting worker for", scaled(30))
 
 
 async def _workers_alive(client: httpx.AsyncClient, count: int) -> bool:
