@@ -24,7 +24,7 @@ export function chosenTransport(search = window.location.search) {
   return TRANSPORTS.includes(saved) ? saved : "sse";
 }
 
-// The page's own origin as a WebSocket address: ws:// beside http://, wss:// beside https://.
+// The page's own origin as a WebSocket address: `ws:` beside `http:`, `wss:` beside `https:`.
 export function socketAddress(path, base = window.location.href) {
   const url = new URL(path, base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
