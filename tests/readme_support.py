@@ -132,88 +132,68 @@ class Shown:
     reason: str
 
 
-_README_TESTS = "tests/test_readme.py"
+def _in_test_readme(function: str) -> str:
+    return f"tests/test_readme.py::{function}"
+
+
+_STACK = _in_test_readme("demo_stack")  # the module's `jobwire up`, which every test there uses
+_CURL_TOUR = _in_test_readme("test_the_curl_tour_runs")
+_CLIENT_AND_CLI = _in_test_readme("test_the_client_and_cli_blocks_run")
+_TYPED = _in_test_readme("test_the_typed_job_checks_its_args")
+_YOUR_JOBS = _in_test_readme("test_your_jobs_run_as_written")
+_WEBSOCKET = _in_test_readme("test_the_websocket_line_runs")
 _COMPOSE_CHECKED = (
     "Docker is not run by the tests; tests/test_compose.py checks the compose files and image"
     " these commands use against the code"
 )
 
 COVERAGE: list[RunBy | Shown] = [
-    # The two commands
     RunBy(
         "The two commands",
         "pip install",
-        f"{_README_TESTS}::test_the_setup_command_is_the_install_ci_runs",
+        _in_test_readme("test_the_setup_command_is_the_install_ci_runs"),
     ),
-    RunBy("The two commands", "jobwire up", f"{_README_TESTS}::demo_stack"),
+    RunBy("The two commands", "jobwire up", _STACK),
     RunBy(
         "The two commands",
         ".venv/bin/pytest",
         "tests/test_compose.py::test_readme_shows_the_ci_test_command",
     ),
-    # Five minutes with curl
-    *(
-        RunBy("Five minutes with curl", snippet, f"{_README_TESTS}::test_the_curl_tour_runs")
-        for snippet in ("-X POST", "retry: 2000", "Last-Event-ID:", "# the state snapshot")
-    ),
-    # Writing a job
-    RunBy("Writing a job", "media.transcode", f"{_README_TESTS}::test_the_job_written_runs"),
-    RunBy(
-        "Typed arguments", "images.resize", f"{_README_TESTS}::test_the_typed_job_checks_its_args"
-    ),
-    RunBy(
-        "Typed arguments", '"invalid_args"', f"{_README_TESTS}::test_the_typed_job_checks_its_args"
-    ),
-    # Your jobs
-    *(
-        RunBy("Your jobs", snippet, f"{_README_TESTS}::test_your_jobs_run_as_written")
-        for snippet in (
-            "async def build_report",
-            "up myjobs:jobs",
-            "jobwire submit reports.build",
-            "arq worker.main.WorkerSettings",
-        )
-    ),
+    RunBy("Five minutes with curl", "-X POST", _CURL_TOUR),
+    RunBy("Five minutes with curl", "retry: 2000", _CURL_TOUR),
+    RunBy("Five minutes with curl", "Last-Event-ID:", _CURL_TOUR),
+    RunBy("Five minutes with curl", "# the state snapshot", _CURL_TOUR),
+    RunBy("Writing a job", "media.transcode", _in_test_readme("test_the_job_written_runs")),
+    RunBy("Typed arguments", "images.resize", _TYPED),
+    RunBy("Typed arguments", '"invalid_args"', _TYPED),
+    RunBy("Your jobs", "async def build_report", _YOUR_JOBS),
+    RunBy("Your jobs", "up myjobs:jobs", _YOUR_JOBS),
+    RunBy("Your jobs", "jobwire submit reports.build", _YOUR_JOBS),
+    RunBy("Your jobs", "arq worker.main.WorkerSettings", _YOUR_JOBS),
     RunBy(
         "Your jobs",
         "examples.wordcount.jobs:jobs",
-        f"{_README_TESTS}::test_the_wordcount_example_runs_on_a_local_file",
+        _in_test_readme("test_the_wordcount_example_runs_on_a_local_file"),
     ),
-    # Python client and CLI
-    *(
-        RunBy(
-            "Python client and CLI", snippet, f"{_README_TESTS}::test_the_client_and_cli_blocks_run"
-        )
-        for snippet in (
-            "client.job(job.job_id)",
-            "SyncClient()",
-            "client.follow(jobs)",
-            "jobwire watch",
-        )
-    ),
-    # Events
-    RunBy("Events", '"type": "progress"', f"{_README_TESTS}::test_the_curl_tour_runs"),
-    # WebSocket
-    *(
-        RunBy("WebSocket", snippet, f"{_README_TESTS}::test_the_websocket_line_runs")
-        for snippet in ('"type": "progress"', "-m websockets")
-    ),
-    # docker-compose
+    RunBy("Python client and CLI", "client.job(job.job_id)", _CLIENT_AND_CLI),
+    RunBy("Python client and CLI", "SyncClient()", _CLIENT_AND_CLI),
+    RunBy("Python client and CLI", "client.follow(jobs)", _CLIENT_AND_CLI),
+    RunBy("Python client and CLI", "jobwire watch", _CLIENT_AND_CLI),
+    RunBy("Events", '"type": "progress"', _CURL_TOUR),
+    RunBy("WebSocket", '"type": "progress"', _WEBSOCKET),
+    RunBy("WebSocket", "-m websockets", _WEBSOCKET),
     Shown("docker-compose", "docker compose up --build", _COMPOSE_CHECKED),
     Shown("docker-compose", "docker build -t jobwire .", _COMPOSE_CHECKED),
-    # Scaling out
     RunBy(
         "Scaling out",
         "/usr/sbin/haproxy",
-        f"{_README_TESTS}::test_the_gateways_by_hand_serve_through_the_balancer",
+        _in_test_readme("test_the_gateways_by_hand_serve_through_the_balancer"),
     ),
     Shown("Scaling out", "--profile cluster", _COMPOSE_CHECKED),
-    # Operations
     RunBy(
         "Operations",
         '"logger":"uvicorn.access"',
         "tests/shared/test_logs.py::test_json_up_writes_only_json_lines_with_request_and_job_ids",
     ),
-    # Layout
-    RunBy("Layout", "jobwire/", f"{_README_TESTS}::test_the_layout_names_what_is_there"),
+    RunBy("Layout", "jobwire/", _in_test_readme("test_the_layout_names_what_is_there")),
 ]
