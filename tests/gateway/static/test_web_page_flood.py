@@ -10,13 +10,18 @@ test in a JUnit report; bench/README.md lists those of a run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import math
+import os
+import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import pytest
-from playwright.async_api import BrowserContext
+from playwright.async_api import Browser, BrowserContext
 from pydantic import Field
 from redis.asyncio import Redis
 
@@ -40,6 +45,7 @@ OTHER_JOBS = 11
 OTHER_RATE = 20
 LONG_TASK_LIMIT_MS = 100
 _TICK_S = 0.01
+_SAMPLE_S = 0.005
 # view.js's bounds: the characters an output box holds at most before "Show all", and the
 # text nodes it holds before they are merged.
 VISIBLE_OUTPUT_CHARS = 16 * 1024
@@ -100,7 +106,8 @@ _WATCH_PAGE = """
 window.flood = { longTasks: [], frames: 0, writes: 0, peakChars: 0, peakNodes: 0 };
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    window.flood.longTasks.push({ start: entry.startTime, duration: entry.duration });
+    const start = performance.timeOrigin + entry.startTime; // unix ms, as Python's clock
+    window.flood.longTasks.push({ start, duration: entry.duration });
   }
 }).observe({ type: "longtask", buffered: true });
 const countFrame = () => { window.flood.frames += 1; requestAnimationFrame(countFrame); };
@@ -134,13 +141,70 @@ async def data_tokens(redis: Redis, settings: Settings, job_id: str) -> str:
     return "".join(event["data"]["token"] for event in events if event["type"] == "data")
 
 
-def longest(tasks: list[dict[str, float]]) -> int:
-    return round(max((task["duration"] for task in tasks), default=0.0))
+def longest(tasks: list[dict[str, float]], key: str = "duration") -> int:
+    return round(max((task[key] for task in tasks if task[key] < math.inf), default=0.0))
+
+
+class ThreadClock:
+    """The CPU time a process's main thread used, sampled every few ms from /proc.
+
+    A long task is measured in wall time. On a loaded machine the thread that runs it may be
+    off the CPU for most of it: the CPU time it used over the task tells the page's own work
+    from the machine's stretch.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._stat = Path(f"/proc/{pid}/task/{pid}/stat")
+        self._tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float]] = []  # (unix ms, CPU ms so far)
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ThreadClock:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(_SAMPLE_S):
+            try:
+                fields = self._stat.read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                return
+            used = (int(fields[11]) + int(fields[12])) * self._tick_ms  # utime + stime
+            self.samples.append((time.time() * 1000, used))
+
+    @property
+    def used_ms(self) -> float:
+        return self.samples[-1][1] - self.samples[0][1] if self.samples else 0.0
+
+    def used_during(self, start_ms: float, end_ms: float) -> float:
+        """CPU ms used from the last sample before `start_ms` to the first after `end_ms`:
+        never less than what the thread used in between (a tick more at most); infinite
+        outside the samples (before the page's thread was measured: its load)."""
+        before = [used for at, used in self.samples if at <= start_ms]
+        after = [used for at, used in self.samples if at >= end_ms]
+        if not before or not after:
+            return math.inf
+        return after[0] - before[-1]
+
+
+async def renderer_pids(browser: Browser) -> list[int]:
+    session = await browser.new_browser_cdp_session()
+    try:
+        processes = (await session.send("SystemInfo.getProcessInfo"))["processInfo"]
+    finally:
+        await session.detach()
+    return [process["id"] for process in processes if process["type"] == "renderer"]
 
 
 async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
     settings: Settings,
     start_gateway: StartGateway,
+    browser: Browser,
     context: BrowserContext,
     redis: Redis,
     record_property: Any,
@@ -156,15 +220,18 @@ async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
         await context.add_init_script(script=_WATCH_PAGE)
         page = JobPage(await context.new_page(), gateway.url)
         await page.open()
-        others = [await page.submit("test.flood", rate=OTHER_RATE, seconds=FLOOD_SECONDS)]
-        others += [await page.submit_again() for _ in range(OTHER_JOBS - 1)]
-
-        before = await page.page.evaluate(_FIGURES)
-        started = time.monotonic()
-        job = await page.submit("test.flood", rate=FLOOD_RATE, seconds=FLOOD_SECONDS)
-        await page.wait_status(job, "completed", timeout=scaled(60))
-        flood_seconds = time.monotonic() - started
-        after = await page.page.evaluate(_FIGURES)
+        clocks = [ThreadClock(pid) for pid in await renderer_pids(browser)]
+        with contextlib.ExitStack() as sampling:
+            for clock in clocks:
+                sampling.enter_context(clock)
+            others = [await page.submit("test.flood", rate=OTHER_RATE, seconds=FLOOD_SECONDS)]
+            others += [await page.submit_again() for _ in range(OTHER_JOBS - 1)]
+            before = await page.page.evaluate(_FIGURES)
+            started = time.monotonic()
+            job = await page.submit("test.flood", rate=FLOOD_RATE, seconds=FLOOD_SECONDS)
+            await page.wait_status(job, "completed", timeout=scaled(60))
+            flood_seconds = time.monotonic() - started
+            after = await page.page.evaluate(_FIGURES)
         for other in others:
             await page.wait_status(other, "completed")
 
@@ -180,11 +247,21 @@ async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
         await asyncio.gather(running, return_exceptions=True)
         await worker.close()
 
+    # The page's renderer is the one that worked through the flood.
+    page_thread = max(clocks, key=lambda clock: clock.used_ms)
+    long_tasks = after["longTasks"]
+    for task in long_tasks:
+        task["cpu"] = page_thread.used_during(task["start"], task["start"] + task["duration"])
     measured = {
         "data events": expected.count(" "),
         "flood seconds": round(flood_seconds, 1),
         "long tasks": len(after["longTasks"]),
-        "longest task ms": longest(after["longTasks"]),
+        "longest task ms": longest(long_tasks),
+        "long tasks over the limit": sum(
+            task["duration"] > LONG_TASK_LIMIT_MS for task in long_tasks
+        ),
+        "most CPU ms in a long task": longest(long_tasks, "cpu"),
+        "page thread CPU seconds": round(page_thread.used_ms / 1000, 1),
         "frames during the flood": after["frames"] - before["frames"],
         "card writes during the flood": after["writes"] - before["writes"],
         "peak visible chars": after["peakChars"],
@@ -201,8 +278,11 @@ async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
     assert expected.count(" ") == round(FLOOD_RATE * FLOOD_SECONDS)
     assert shown_all == expected
     assert shown == expected[-VISIBLE_OUTPUT_CHARS:]
-    # Responsive: no long task in the page's whole life, flood included.
-    assert measured["longest task ms"] <= LONG_TASK_LIMIT_MS, after["longTasks"]
+    # Responsive: no long task over the limit, or, on a machine so loaded that the page's thread
+    # was off the CPU for much of one, none that used more CPU than the limit.
+    assert page_thread.used_ms > 0, "the page's thread was not measured"
+    too_long = [task for task in long_tasks if task["duration"] > LONG_TASK_LIMIT_MS]
+    assert all(task["cpu"] <= LONG_TASK_LIMIT_MS for task in too_long), too_long
     # Drawn in batches: at most one write to the cards per frame, however many events.
     assert measured["card writes during the flood"] <= measured["frames during the flood"]
     # Bounded: the output box never held more than its cap, in a few text nodes.
