@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import statistics
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
@@ -14,7 +16,9 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.balancer import Balancer, ServerState, balancer
+from shared.events import EventType, make_event
 from shared.keys import Keys
+from shared.publish import Publisher
 from shared.settings import Settings
 from tests.processes import GatewayProcess, ProcessGroup
 from tests.support import scaled, submit, wait_until
@@ -134,3 +138,39 @@ async def test_clients_behind_the_balancer_get_exact_streams_while_gateways_are_
     assert all(watch.events[-1].event == "cancelled" for watch in results)
     # HAProxy retried every connection a lost gateway refused on another one: no 502 or 503.
     assert all(set(watch.statuses) <= {200, 204} for watch in results)
+
+
+async def test_each_event_leaves_the_balancer_as_soon_as_the_gateway_writes_it(
+    processes: ProcessGroup, settings: Settings, redis: Redis
+) -> None:
+    """HAProxy holds a chunk it expects more data after (MSG_MORE) for up to 200 ms unless
+    told not to (`option http-no-delay`): a live event must not wait for the next one."""
+    gateway = await processes.gateway(settings)
+    publisher = Publisher(redis, settings)
+    job_id = "balancer-latency"
+    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "test.feed", "args": {}})
+    assert (await publisher.publish(queued, create=True)).accepted
+    latencies: list[float] = []
+    with balancer([f"127.0.0.1:{gateway.port}"]) as lb:
+        await _wait_status(lb, "gateway-0", "UP")
+        headers = {"Accept": "text/event-stream"}
+        async with (
+            _api(lb) as api,
+            api.stream("GET", f"/jobs/{job_id}/events", headers=headers) as reply,
+        ):
+            assert reply.status_code == 200
+            lines = reply.aiter_lines()
+            async with asyncio.timeout(scaled(20)):
+                async for line in lines:  # the queued event: the stream is live from here
+                    if line.startswith("data:"):
+                        break
+                for seq in range(10):
+                    sent = time.monotonic()
+                    event = make_event(EventType.DATA, job_id, 0, {"seq": seq})
+                    assert (await publisher.publish(event)).accepted
+                    async for line in lines:
+                        if line.startswith("data:") and f'"seq":{seq}' in line:
+                            break
+                    latencies.append(time.monotonic() - sent)
+    # Held back, every event arrives 200 ms late; sent at once, in a few milliseconds.
+    assert statistics.median(latencies) < 0.1, latencies
