@@ -39,12 +39,18 @@ def find_haproxy() -> str:
     raise ServiceFailed("haproxy is not installed (apt-get install haproxy)")
 
 
-def render_gateways(addresses: Sequence[str], stats_port: int) -> str:
+def render_gateways(
+    addresses: Sequence[str], stats_port: int, max_connections: int | None = None
+) -> str:
     """The second configuration file: `backend gateways` with one server per `host:port`
-    (named `gateway-<index>`), and the statistics page on loopback `stats_port`."""
+    (named `gateway-<index>`), and the statistics page on loopback `stats_port`; with
+    `max_connections`, HAProxy's global bound on connections (it raises its own open-file
+    limit to fit, when allowed to)."""
     servers = [f"    server gateway-{index} {address}" for index, address in enumerate(addresses)]
+    bound = ["global", f"    maxconn {max_connections}", ""] if max_connections else []
     return "\n".join(
         [
+            *bound,
             "backend gateways",
             *servers,
             "",
@@ -90,15 +96,18 @@ class Balancer:
 
 
 @contextmanager
-def balancer(gateways: Sequence[str], port: int | None = None) -> Iterator[Balancer]:
+def balancer(
+    gateways: Sequence[str], port: int | None = None, max_connections: int | None = None
+) -> Iterator[Balancer]:
     """HAProxy on loopback `port` (a free one by default) balancing `gateways` (`host:port`
-    each); stopped when the block ends."""
+    each), at most `max_connections` clients at once when given; stopped when the block
+    ends."""
     port = port or free_port()
     stats_port = free_port()
     with tempfile.TemporaryDirectory(prefix="jobwire-haproxy-") as tmp:
         run_dir = Path(tmp)
         gateways_cfg = run_dir / "gateways.cfg"
-        gateways_cfg.write_text(render_gateways(gateways, stats_port))
+        gateways_cfg.write_text(render_gateways(gateways, stats_port, max_connections))
         command = [
             find_haproxy(),
             "-db",

@@ -15,6 +15,11 @@ p50 / p99 / max from the send timestamp in each event, gaps / duplicates / missi
 (each subscriber checks its own sequence), CPU and RSS of the target's process tree and of
 Redis, Redis connections held by the target, and the load generator's own CPU.
 
+A target may be several gateway processes behind a balancer, its events on several Redis
+nodes (a cluster): their CPU is added up, the balancer's reported apart. A publish burst
+publishes K events per job as fast as the publisher goes, every subscriber receiving them: the
+publishes/s the target's Redis takes, and the Redis CPU per publish.
+
 Resume storm: every subscriber drops (RST), K events are published per job, every subscriber
 reconnects with Last-Event-ID (a composite cursor on a multi-job stream); the figure is the
 time until the last one has caught up with every job it watches.
@@ -41,7 +46,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from bench.channel import Child
-from bench.procstat import TreeSample, load_average, machine_busy_s, sample_tree
+from bench.procstat import TreeSample, load_average, machine_busy_s, sample_tree, sample_trees
 from bench.publishers import BENCH_CLIENT_NAME
 from bench.stats import Latency, add_counts, decode_samples, merge_failures
 from bench.subscribers import WIRES
@@ -49,6 +54,7 @@ from bench.targets import RedisServer, Target
 
 __all__ = [
     "MAX_P99_MS",
+    "BurstResult",
     "ConnectResult",
     "Load",
     "LoadGenerator",
@@ -131,10 +137,36 @@ class StepResult:
     other_cpu_pct: float
     load_average: tuple[float, float, float]
     failure: str = ""
+    # The balancer in front of the gateways (0 without one), and Redis's CPU (every node's)
+    # per event published in the window.
+    balancer_cpu_pct: float = 0.0
+    balancer_us_per_event: float = 0.0
+    redis_us_per_publish: float = 0.0
 
     @property
     def passed(self) -> bool:
         return not self.failure
+
+
+@dataclass
+class BurstResult:
+    """K events per job published as fast as the publisher goes, subscribers receiving."""
+
+    per_job: int
+    published: int
+    seconds: float
+    publishes_per_s: float
+    publish_errors: int
+    publisher_cpu_pct: float
+    redis_cpu_pct: float
+    redis_us_per_publish: float
+    target_cpu_pct: float
+    balancer_cpu_pct: float
+    caught_up: bool
+    gaps: int
+    duplicates: int
+    other_cpu_pct: float
+    load_average: tuple[float, float, float]
 
 
 @dataclass
@@ -155,6 +187,7 @@ class StormResult:
     loadgen_cpu_s: float
     other_cpu_pct: float
     load_average: tuple[float, float, float]
+    balancer_cpu_s: float = 0.0
 
 
 @dataclass
@@ -196,9 +229,10 @@ class _Samples:
     redis: TreeSample
     loadgen: list[TreeSample]
     publisher: TreeSample
+    balancer: TreeSample
 
     def ours_s(self) -> float:
-        parts = [self.target, self.redis, self.publisher, *self.loadgen]
+        parts = [self.target, self.redis, self.publisher, self.balancer, *self.loadgen]
         return sum(part.cpu_s for part in parts)
 
 
@@ -219,7 +253,9 @@ class LoadGenerator:
         self.jobs = [f"{tag}-{index:04d}" for index in range(load.jobs)]
         self._subscribers: list[Child] = []
         self._publisher: Child | None = None
-        self._redis = Redis.from_url(target.redis.url, client_name=BENCH_CLIENT_NAME)
+        self._redis = [
+            Redis.from_url(node.url, client_name=BENCH_CLIENT_NAME) for node in target.redis_servers
+        ]
         self._totals = _Totals()
         self._idle_files = 0
         self._final = [0] * load.jobs  # last sequence number published per job
@@ -267,7 +303,7 @@ class LoadGenerator:
         if self._publisher is not None and not self._publisher.busy:
             await asyncio.gather(self._publisher.call("close"), return_exceptions=True)
         await asyncio.gather(*(child.stop() for child in children))
-        await self._redis.aclose()
+        await asyncio.gather(*(node.aclose() for node in self._redis))
 
     @property
     def _publisher_child(self) -> Child:
@@ -281,24 +317,29 @@ class LoadGenerator:
         return _Samples(
             wall=time.time(),
             machine_busy_s=machine_busy_s(),
-            target=sample_tree(self.target.pid),
-            redis=sample_tree(self.target.redis.pid),
+            target=sample_trees(self.target.pids),
+            redis=sample_trees(tuple(node.pid for node in self.target.redis_servers)),
             loadgen=[sample_tree(child.pid) for child in self._subscribers],
             publisher=sample_tree(self._publisher_child.pid),
+            balancer=sample_trees(self.target.balancer_pids),
         )
 
     async def redis_clients(self) -> int:
-        """Connections to the target's Redis that are not the bench's own."""
-        clients: list[dict[str, Any]] = await self._redis.client_list()
-        return sum(1 for client in clients if client.get("name") != BENCH_CLIENT_NAME)
+        """Connections to the target's Redis (every node) that are not the bench's own."""
+        nodes: list[list[dict[str, Any]]] = await asyncio.gather(
+            *(node.client_list() for node in self._redis)
+        )
+        return sum(
+            1 for clients in nodes for client in clients if client.get("name") != BENCH_CLIENT_NAME
+        )
 
     async def connect(self) -> ConnectResult:
-        idle = sample_tree(self.target.pid)
+        idle = sample_trees(self.target.pids)
         self._idle_files = idle.open_files
         window = max(1, self.load.window // len(self._subscribers))
         replies = await self._all("connect", window=window)
         self._totals.delta(replies)
-        held_sample = sample_tree(self.target.pid)
+        held_sample = sample_trees(self.target.pids)
         self.held = add_counts(replies, "held")
         grown = held_sample.rss_bytes - idle.rss_bytes
         return ConnectResult(
@@ -344,6 +385,10 @@ class LoadGenerator:
         seconds = after.wall - before.wall
         delivered = add_counts(drains, "window_received")
         target_cpu = after.target.cpu_s - before.target.cpu_s
+        balancer_cpu = after.balancer.cpu_s - before.balancer.cpu_s
+        redis_cpu = after.redis.cpu_s - before.redis.cpu_s
+        # Publishes in the window, at the rate the publisher kept over its whole run.
+        window_publishes = published["achieved_rate"] * seconds
         loadgen = [a.cpu_s - b.cpu_s for a, b in zip(after.loadgen, before.loadgen, strict=True)]
         result = StepResult(
             asked_rate=delivered_rate,
@@ -364,16 +409,49 @@ class LoadGenerator:
             target_cpu_pct=100 * target_cpu / seconds,
             target_us_per_event=1e6 * target_cpu / delivered if delivered else math.inf,
             target_rss_mib=after.target.rss_bytes / 2**20,
-            redis_cpu_pct=100 * (after.redis.cpu_s - before.redis.cpu_s) / seconds,
+            redis_cpu_pct=100 * redis_cpu / seconds,
             redis_clients=await self.redis_clients(),
             loadgen_cpu_pct=100 * sum(loadgen) / seconds,
             loadgen_busiest_pct=100 * max(loadgen) / seconds,
             publisher_cpu_pct=100 * (after.publisher.cpu_s - before.publisher.cpu_s) / seconds,
             other_cpu_pct=_other_cpu_pct(before, after),
             load_average=load_average(),
+            balancer_cpu_pct=100 * balancer_cpu / seconds,
+            balancer_us_per_event=1e6 * balancer_cpu / delivered if delivered else math.inf,
+            redis_us_per_publish=1e6 * redis_cpu / window_publishes if window_publishes else 0.0,
         )
         result.failure = _judge(result, drained=all(d["caught_up"] for d in drains))
         return result
+
+    async def publish_burst(self, per_job: int, timeout: float) -> BurstResult:
+        """`per_job` events for every job, as fast as the publisher's lanes go, while every
+        subscriber receives them; then every subscriber must catch up within `timeout`."""
+        before = self._sample()
+        published = await self._publisher_child.call("burst", per_job=per_job)
+        after = self._sample()
+        self._final = published["final"]
+        drains = await self._all("drain", targets=self._final, timeout=timeout)
+        changes = self._totals.delta(drains)
+        seconds = max(after.wall - before.wall, 1e-9)
+        count = per_job * len(self.jobs) - published["errors"]
+        redis_cpu = after.redis.cpu_s - before.redis.cpu_s
+        return BurstResult(
+            per_job=per_job,
+            published=count,
+            seconds=seconds,
+            publishes_per_s=count / seconds,
+            publish_errors=published["errors"],
+            publisher_cpu_pct=100 * (after.publisher.cpu_s - before.publisher.cpu_s) / seconds,
+            redis_cpu_pct=100 * redis_cpu / seconds,
+            redis_us_per_publish=1e6 * redis_cpu / count if count else math.inf,
+            target_cpu_pct=100 * (after.target.cpu_s - before.target.cpu_s) / seconds,
+            balancer_cpu_pct=100 * (after.balancer.cpu_s - before.balancer.cpu_s) / seconds,
+            caught_up=all(d["caught_up"] for d in drains),
+            gaps=changes.gaps,
+            duplicates=changes.duplicates,
+            other_cpu_pct=_other_cpu_pct(before, after),
+            load_average=load_average(),
+        )
 
     async def prime(self, timeout: float) -> bool:
         """One event per job, so every subscriber holds an event id to resume from."""
@@ -405,7 +483,7 @@ class LoadGenerator:
         # The target has noticed when its descriptors fell back near the idle count.
         allowance = self._idle_files + max(16, self.held // 50)
         while time.monotonic() - started < timeout:
-            if sample_tree(self.target.pid).open_files <= allowance:
+            if sample_trees(self.target.pids).open_files <= allowance:
                 break
             await asyncio.sleep(0.05)
         return time.monotonic() - started
@@ -443,6 +521,7 @@ class LoadGenerator:
             loadgen_cpu_s=loadgen_cpu,
             other_cpu_pct=_other_cpu_pct(before, after),
             load_average=load_average(),
+            balancer_cpu_s=after.balancer.cpu_s - before.balancer.cpu_s,
         )
 
 
@@ -480,7 +559,12 @@ def _standalone_target(args: argparse.Namespace) -> Target:
     if args.nchan_publish_url:
         publisher: dict[str, Any] = {"kind": "nchan", "publish_url": args.nchan_publish_url}
     else:
-        publisher = {"kind": "redis", "redis_url": args.redis_url, "key_prefix": args.key_prefix}
+        publisher = {
+            "kind": "redis",
+            "redis_url": args.redis_url,
+            "queue_redis_url": args.queue_redis_url,
+            "key_prefix": args.key_prefix,
+        }
     redis_port = urlsplit(args.redis_url).port or 6379
     return Target(
         name="target",
@@ -519,7 +603,10 @@ def main() -> None:
         description="SSE and WebSocket load generator (127.0.0.1 targets only); prints JSON."
     )
     parser.add_argument("--url", required=True, help="subscriber URL with {job}")
-    parser.add_argument("--redis-url", required=True, help="the target's Redis")
+    parser.add_argument(
+        "--redis-url", required=True, help="the target's Redis (redis+cluster://: a cluster)"
+    )
+    parser.add_argument("--queue-redis-url", default="", help="the queue's, beside a cluster")
     parser.add_argument("--key-prefix", default="jobwire")
     parser.add_argument("--nchan-publish-url", help="publish over Nchan's HTTP endpoint ({job})")
     parser.add_argument("--target-pid", type=int, default=0, help="measure this process tree")

@@ -17,6 +17,7 @@ __all__ = [
     "machine_busy_s",
     "own_cpu_s",
     "sample_tree",
+    "sample_trees",
 ]
 
 _PROC = Path("/proc")
@@ -62,6 +63,17 @@ def sample_tree(root: int) -> TreeSample:
         rss += _rss_bytes(pid)
         files += _open_files(pid)
     return TreeSample(cpu_s, rss, files, len(pids))
+
+
+def sample_trees(roots: tuple[int, ...]) -> TreeSample:
+    """The trees under several roots, added up (none: an empty sample)."""
+    samples = [sample_tree(root) for root in roots]
+    return TreeSample(
+        sum(sample.cpu_s for sample in samples),
+        sum(sample.rss_bytes for sample in samples),
+        sum(sample.open_files for sample in samples),
+        sum(sample.processes for sample in samples),
+    )
 
 
 def own_cpu_s() -> float:

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvloop
-from redis.asyncio import Redis
 
 from bench.channel import Handler, raise_open_file_limit, serve
+from shared.clients import create_events_redis
 from shared.events import Event, EventType, encode_event, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -47,13 +47,16 @@ def _data_event(job: str, seq: int) -> Event:
 
 
 class RedisPublisher:
-    """Publishes through `shared.publish.Publisher` into the target's Redis."""
+    """Publishes through `shared.publish.Publisher` into the target's Redis, or into a Redis
+    Cluster (`redis+cluster://`): then with the client workers use, each job's publish going
+    to the master of its keys' slot."""
 
-    def __init__(self, redis_url: str, key_prefix: str) -> None:
-        settings = Settings.from_env(
-            {"JOBWIRE_REDIS_URL": redis_url, "JOBWIRE_KEY_PREFIX": key_prefix}
-        )
-        self._redis = Redis.from_url(redis_url, client_name=BENCH_CLIENT_NAME)
+    def __init__(self, redis_url: str, key_prefix: str, queue_redis_url: str = "") -> None:
+        env = {"JOBWIRE_REDIS_URL": redis_url, "JOBWIRE_KEY_PREFIX": key_prefix}
+        if queue_redis_url:  # a cluster's settings name the queue beside it
+            env["JOBWIRE_QUEUE_REDIS_URL"] = queue_redis_url
+        settings = Settings.from_env(env)
+        self._redis = create_events_redis(settings.events_redis_url, name=BENCH_CLIENT_NAME)
         self._publisher = Publisher(self._redis, settings)
 
     async def create(self, jobs: list[str]) -> None:
@@ -198,7 +201,9 @@ def _handlers(state: dict[str, Schedule]) -> dict[str, Handler]:
         if args["kind"] == "nchan":
             target = NchanPublisher(args["publish_url"])
         else:
-            target = RedisPublisher(args["redis_url"], args["key_prefix"])
+            target = RedisPublisher(
+                args["redis_url"], args["key_prefix"], args.get("queue_redis_url", "")
+            )
         await target.create(args["jobs"])
         state["schedule"] = Schedule(target, args["jobs"])
         return {"lanes": len(state["schedule"].lanes)}

@@ -11,7 +11,9 @@ subscribers connect, and then:
 - resume storms: everyone drops, K events per job are published, everyone reconnects with
   Last-Event-ID; timed until the last subscriber caught up (median of `--storm-repeats`).
   The `*-multi` shapes do it on multi-job streams (`GET /events?job=a&job=b&job=c`), whose
-  Last-Event-ID is a composite cursor; only the Jobwire targets serve those.
+  Last-Event-ID is a composite cursor; only the Jobwire targets serve those;
+- a publish burst (`10k-1000`): K events per job as fast as the publisher goes, every
+  subscriber receiving them: the publishes/s the target's Redis takes, and its CPU per publish.
 Tables go to stdout as Markdown, every figure to a JSON file.
 """
 
@@ -34,6 +36,7 @@ import uvloop
 
 from bench.loadgen import (
     MAX_P99_MS,
+    BurstResult,
     ConnectResult,
     Load,
     LoadGenerator,
@@ -67,6 +70,7 @@ class Shape:
     fixed_rate: float = 0.0  # one step at this delivered rate instead of a search
     storms: tuple[int, ...] = ()  # events behind, one resume storm each
     jobs_per_stream: int = 1  # more than one: each subscriber is on a multi-job stream
+    publish_burst: int = 0  # events per job of one publish burst before the search; 0: none
 
     @property
     def label(self) -> str:
@@ -83,7 +87,7 @@ SHAPES = {
         Shape("2k-10", 2_000, 10, start_rate=4_000, storms=(20,)),
         Shape("10k-10", 10_000, 10, start_rate=8_000),
         Shape("15k-10", 15_000, 10, start_rate=8_000),
-        Shape("10k-1000", 10_000, 1_000, start_rate=4_000),
+        Shape("10k-1000", 10_000, 1_000, start_rate=4_000, publish_burst=20),
         Shape("storm", 10_000, 10, storms=(20, 100)),
         # 10 streams of 3 jobs, 1,000 subscribers each: per job as many watchers as `storm`.
         Shape("storm-multi", 10_000, 30, storms=(20, 100), jobs_per_stream=3),
@@ -108,6 +112,7 @@ class Outcome:
     stopped: str = ""
     storms: list[StormResult] = field(default_factory=list)
     error: str = ""
+    bursts: list[BurstResult] = field(default_factory=list)
 
 
 async def run_shape(
@@ -136,6 +141,10 @@ async def run_shape(
                     return outcome
                 if not await loadgen.settle(args.drain_timeout):
                     _log(target_name, shape, "some subscribers did not settle after connecting")
+                if shape.publish_burst:
+                    burst = await loadgen.publish_burst(shape.publish_burst, args.drain_timeout)
+                    outcome.bursts.append(burst)
+                    _log(target_name, shape, _describe_burst(burst))
                 if shape.start_rate or shape.fixed_rate:
                     await _search(loadgen, shape, outcome, args)
                 if shape.storms:
@@ -245,6 +254,15 @@ def _describe_step(step: StepResult) -> str:
     )
 
 
+def _describe_burst(burst: BurstResult) -> str:
+    return (
+        f"publish burst of {burst.published:,}: {burst.publishes_per_s:,.0f} publishes/s, "
+        f"Redis {burst.redis_cpu_pct:.0f}% ({burst.redis_us_per_publish:.1f} µs/publish), "
+        f"publisher {burst.publisher_cpu_pct:.0f}%, caught up {burst.caught_up}, "
+        f"others {burst.other_cpu_pct:.0f}%"
+    )
+
+
 def _describe_storm(storm: StormResult) -> str:
     return (
         f"storm {storm.behind} behind: {storm.seconds:.2f}s "
@@ -314,6 +332,56 @@ def rate_table(outcomes: list[Outcome], shapes: list[Shape], targets: list[str])
                 f"| {step.loadgen_cpu_pct:.0f}% ({step.loadgen_busiest_pct:.0f}%) "
                 f"| {step.other_cpu_pct:.0f}% | {step.load_average[0]:.1f} | {stops} |"
             )
+    return "\n".join(lines)
+
+
+def cost_table(outcomes: list[Outcome], shapes: list[Shape], targets: list[str]) -> str:
+    """Where the CPU of the best step went: gateways, balancer, Redis (every node), and the
+    publishes it took."""
+    lines = [
+        "| shape: subscribers x jobs | target | max delivered events/s | publishes/s "
+        "| gateways µs CPU / event | balancer CPU | balancer µs CPU / event "
+        "| Redis CPU (all nodes) | Redis µs CPU / publish | publisher CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    grouped = _by_shape(outcomes)
+    for shape in shapes:
+        if not shape.start_rate:
+            continue
+        for target in targets:
+            step = _median_step(grouped.get((shape.name, target), []))
+            if step is None:
+                continue
+            lines.append(
+                f"| {shape.label} | {target} | {step.delivered_per_s:,.0f} "
+                f"| {step.achieved_publish_rate:,.0f} | {step.target_us_per_event:.1f} "
+                f"| {step.balancer_cpu_pct:.0f}% | {step.balancer_us_per_event:.1f} "
+                f"| {step.redis_cpu_pct:.0f}% | {step.redis_us_per_publish:.1f} "
+                f"| {step.publisher_cpu_pct:.0f}% |"
+            )
+    return "\n".join(lines)
+
+
+def burst_table(outcomes: list[Outcome], shapes: list[Shape], targets: list[str]) -> str:
+    lines = [
+        "| shape: subscribers x jobs | target | published | publishes/s | publisher CPU "
+        "| Redis CPU (all nodes) | Redis µs CPU / publish | gateways CPU | balancer CPU "
+        "| caught up | gaps / dups | other CPU | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    grouped = _by_shape(outcomes)
+    for shape in shapes:
+        for target in targets:
+            for burst in (b for o in grouped.get((shape.name, target), []) for b in o.bursts):
+                errors = f" ({burst.publish_errors} errors)" if burst.publish_errors else ""
+                lines.append(
+                    f"| {shape.label} | {target} | {burst.published:,}{errors} "
+                    f"| {burst.publishes_per_s:,.0f} | {burst.publisher_cpu_pct:.0f}% "
+                    f"| {burst.redis_cpu_pct:.0f}% | {burst.redis_us_per_publish:.1f} "
+                    f"| {burst.target_cpu_pct:.0f}% | {burst.balancer_cpu_pct:.0f}% "
+                    f"| {'yes' if burst.caught_up else 'no'} | {burst.gaps} / {burst.duplicates} "
+                    f"| {burst.other_cpu_pct:.0f}% | {burst.load_average[0]:.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -441,6 +509,17 @@ def report(outcomes: list[Outcome], shapes: list[Shape], targets: list[str]) -> 
             "Max delivered events/s with p99 <= 100 ms and nothing lost:",
             "",
             rate_table(outcomes, shapes, targets),
+            "",
+            "Where the CPU of those steps went:",
+            "",
+            cost_table(outcomes, shapes, targets),
+        ]
+    if any(outcome.bursts for outcome in outcomes):
+        sections += [
+            "",
+            "Publish bursts (as fast as the publisher goes, every subscriber receiving):",
+            "",
+            burst_table(outcomes, shapes, targets),
         ]
     if any(shape.storms for shape in shapes):
         sections += ["", "Resume storms:", "", storm_table(outcomes, shapes, targets)]
@@ -460,7 +539,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--targets",
         default=",".join(TARGETS),
         help="comma-separated: jobwire, jobwire*<processes>, jobwire@<git ref>, naive, nchan; "
-        "any but naive with -ws: its subscribers on WebSocket (jobwire-ws, nchan-ws)",
+        "any but naive with -ws: its subscribers on WebSocket (jobwire-ws, nchan-ws); "
+        "cluster*<gateways>: gateways behind HAProxy, the events on a 3-master Redis Cluster",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of the whole matrix")
     parser.add_argument("--storm-repeats", type=int, default=3)
@@ -540,6 +620,7 @@ def _outcome(raw: dict[str, Any]) -> Outcome:
         stopped=raw["stopped"],
         storms=[StormResult(**fields(values)) for values in raw["storms"]],
         error=raw["error"],
+        bursts=[BurstResult(**fields(values)) for values in raw.get("bursts", [])],
     )
 
 

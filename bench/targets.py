@@ -6,6 +6,10 @@
   from the export with this venv), to compare a change against what it replaces.
 - `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
 - `nchan`: nginx + Nchan with Redis storage, one worker.
+- `cluster*<n>`: n `jobwire gateway` processes, each on a port of its own, behind HAProxy
+  (bench/balancer.py, the repository's balancer/haproxy.cfg; two processes on one port, see
+  BALANCERS); the events on a local Redis
+  Cluster of 3 masters (bench/cluster.py, no replicas), arq's queue on the private Redis.
 - `<any Jobwire target>-ws`, `nchan-ws`: the same server, its subscribers on WebSocket
   (Jobwire's `/jobs/<id>/ws` and `/events/ws`; Nchan's `nchan_subscriber websocket`).
 
@@ -19,12 +23,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.balancer import balancer
+from bench.cluster import LocalCluster
 from bench.nchan import nchan
 from bench.processes import (
     REPO_ROOT,
@@ -60,6 +68,15 @@ WEBSOCKET_SUFFIX = "-ws"
 KEY_PREFIX = "jobwire"
 # Redis keeps 32 descriptors for itself below the 20,000 open-file limit.
 REDIS_MAX_CLIENTS = 19_900
+# HAProxy holds two descriptors per stream (the client's and the gateway's), and this
+# machine's hard open-file limit is 20,000 a process (not raisable, even as root): one HAProxy
+# carries 9,990 streams at most. So the balancer is two HAProxy processes on one port
+# (SO_REUSEPORT, HAProxy's default: the kernel splits the connections between them), as a
+# deployment runs several balancers behind one address; together they carry the largest
+# shape, 18,000 subscribers.
+BALANCERS = 2
+BALANCER_MAX_CONNECTIONS = 9_900  # each: 2 x 9,900 + 20 descriptors fit under 20,000
+BALANCER_READY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,19 @@ class Target:
     multi_events_path: str | None = None  # None: no multi-job stream
     notes: list[str] = field(default_factory=list)
     wire: str = "sse"  # the subscribers' format, of bench.subscribers.WIRES
+    more_pids: tuple[int, ...] = ()  # more gateway processes, each a tree of its own
+    balancer_pids: tuple[int, ...] = ()  # the balancer in front of the gateways, measured apart
+    redis_nodes: tuple[RedisServer, ...] = ()  # every node of a cluster; (): only `redis`
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The roots of every process tree that is the target's (its gateways)."""
+        return (self.pid, *self.more_pids)
+
+    @property
+    def redis_servers(self) -> tuple[RedisServer, ...]:
+        """Every redis-server holding the target's events."""
+        return self.redis_nodes or (self.redis,)
 
 
 @contextmanager
@@ -141,19 +171,13 @@ def _start_server(
         redis = stack.enter_context(redis_server(run_dir))
         redis_publisher = {"kind": "redis", "redis_url": redis.url, "key_prefix": KEY_PREFIX}
         port = free_port()
-        if _is_jobwire(name):
+        if _is_cluster(name):
+            yield stack.enter_context(
+                _behind_balancer(name, port, redis, gateway_env, logs, run_dir, label)
+            )
+        elif _is_jobwire(name):
             processes = int(name.partition("*")[2] or 1)
-            env = {
-                "JOBWIRE_REDIS_URL": redis.url,
-                "JOBWIRE_HOST": "127.0.0.1",
-                "JOBWIRE_PORT": str(port),
-                "JOBWIRE_KEY_PREFIX": KEY_PREFIX,
-                "JOBWIRE_LOG_LEVEL": "WARNING",
-                # Like Nchan and the naive gateway here: no credentials on 127.0.0.1. (A
-                # gateway from before authentication existed warns about the name, harmlessly.)
-                "JOBWIRE_AUTH_DISABLED": "true",
-                **(gateway_env or {}),
-            }
+            env = _gateway_env({"JOBWIRE_REDIS_URL": redis.url}, port, gateway_env)
             if processes > 1:
                 env["JOBWIRE_GATEWAY_PROCESSES"] = str(processes)
             if not name.startswith("jobwire@"):
@@ -185,6 +209,92 @@ def _start_server(
             raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
 
 
+def _gateway_env(
+    redis: Mapping[str, str], port: int, gateway_env: Mapping[str, str] | None
+) -> dict[str, str]:
+    return {
+        **redis,
+        "JOBWIRE_HOST": "127.0.0.1",
+        "JOBWIRE_PORT": str(port),
+        "JOBWIRE_KEY_PREFIX": KEY_PREFIX,
+        "JOBWIRE_LOG_LEVEL": "WARNING",
+        # Like Nchan and the naive gateway here: no credentials on 127.0.0.1. (A gateway from
+        # before authentication existed warns about the name, harmlessly.)
+        "JOBWIRE_AUTH_DISABLED": "true",
+        **(gateway_env or {}),
+    }
+
+
+@contextmanager
+def _behind_balancer(
+    name: str,
+    port: int,
+    queue: RedisServer,
+    gateway_env: Mapping[str, str] | None,
+    logs: Path,
+    run_dir: Path,
+    label: str,
+) -> Iterator[Target]:
+    """`cluster*<n>`: n gateways behind HAProxy on `port`, the events on a 3-master cluster,
+    arq's queue on `queue` (the gateway needs one beside a cluster; nothing is queued here)."""
+    gateways = int(name.partition("*")[2] or 1)
+    with ExitStack() as stack:
+        cluster = stack.enter_context(_local_cluster(run_dir / "cluster"))
+        redis = {"JOBWIRE_REDIS_URL": cluster.url, "JOBWIRE_QUEUE_REDIS_URL": queue.url}
+        ports = [free_port() for _ in range(gateways)]
+        processes = []
+        for index, gateway_port in enumerate(ports):
+            log = logs / f"{label.replace('*', 'x')}-gateway-{index}.log"
+            env = _gateway_env(redis, gateway_port, gateway_env)
+            command = [_jobwire_command(), "gateway"]
+            process = stack.enter_context(service(f"{name} gateway {index}", command, env, log))
+            _ready(partial(wait_for_http, name, gateway_port, "/readyz", process), log)
+            processes.append(process)
+        addresses = [f"127.0.0.1:{gateway_port}" for gateway_port in ports]
+        fronts = [
+            stack.enter_context(balancer(addresses, port, BALANCER_MAX_CONNECTIONS))
+            for _ in range(BALANCERS)
+        ]
+        for front in fronts:
+            _wait_all_up(front.servers, len(ports))
+        nodes = tuple(RedisServer(node, pid) for node, pid in cluster.pids().items())
+        publisher = {"kind": "redis", "redis_url": cluster.url, "key_prefix": KEY_PREFIX}
+        yield Target(
+            name,
+            port,
+            processes[0].pid,
+            nodes[0],
+            {**publisher, "queue_redis_url": queue.url},
+            multi_events_path=MULTI_EVENTS_PATH,
+            more_pids=tuple(process.pid for process in processes[1:]),
+            balancer_pids=tuple(front.process.pid for front in fronts),
+            redis_nodes=nodes,
+        )
+
+
+@contextmanager
+def _local_cluster(data_dir: Path) -> Iterator[LocalCluster]:
+    """3 masters and no replicas: the single-Redis targets have none either."""
+    data_dir.mkdir()
+    cluster = LocalCluster(data_dir, replicas=0)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _wait_all_up(servers: Callable[[], Mapping[str, Any]], count: int) -> None:
+    """Until HAProxy's checks found `count` gateways up."""
+    deadline = time.monotonic() + BALANCER_READY_S
+    while time.monotonic() < deadline:
+        states = servers()
+        if sum(1 for state in states.values() if state.status == "UP") == count:
+            return
+        time.sleep(0.1)
+    raise ServiceFailed(f"the balancer did not see {count} gateways up: {servers()}")
+
+
 def serves_multi_job_streams(name: str) -> bool:
     """Whether target `name` serves `GET /events?job=…` (only Jobwire does)."""
     return _is_jobwire(_server_of(name)[0])
@@ -203,7 +313,11 @@ def _server_of(name: str) -> tuple[str, bool]:
 
 
 def _is_jobwire(name: str) -> bool:
-    return name.startswith(("jobwire*", "jobwire@")) or name == "jobwire"
+    return name.startswith(("jobwire*", "jobwire@")) or name == "jobwire" or _is_cluster(name)
+
+
+def _is_cluster(name: str) -> bool:
+    return name.startswith("cluster*") or name == "cluster"
 
 
 def _export(ref: str, tree: Path) -> None:
