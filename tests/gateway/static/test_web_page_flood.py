@@ -30,7 +30,7 @@ from shared.keys import Keys
 from shared.publish import PUBLISH_SCRIPT
 from shared.settings import Settings
 from shared.state import state_changes
-from tests.conftest import StartGateway
+from tests.conftest import Gateway, StartGateway
 from tests.support import scaled
 from tests.web_support import JobPage, wait_for_catalog
 from worker.main import create_worker
@@ -288,3 +288,70 @@ async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
     # Bounded: the output box never held more than its cap, in a few text nodes.
     assert measured["peak visible chars"] == VISIBLE_OUTPUT_CHARS
     assert measured["peak output text nodes"] <= MAX_OUTPUT_NODES + 1
+
+
+# What a hidden tab does: it runs no animation frames (until `releaseFrames()` here).
+_HOLD_FRAMES = """
+window.heldFrames = [];
+const requestFrame = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = (callback) => window.heldFrames.push(callback);
+window.releaseFrames = () => {
+  window.requestAnimationFrame = requestFrame;
+  for (const callback of window.heldFrames.splice(0)) requestFrame(callback);
+};
+"""
+WORDS = " ".join(f"w{index:02d}" for index in range(40))
+
+
+async def test_without_frames_the_page_keeps_up_and_then_draws_the_latest_state(
+    stack: Gateway, context: BrowserContext
+) -> None:
+    await wait_for_catalog(stack)
+    await context.add_init_script(script=_HOLD_FRAMES)
+    page = JobPage(await context.new_page(), stack.url)
+    await page.open()
+    job = await page.submit("demo.tokens", text=WORDS, delay_ms=20)
+
+    # The page closes a stream once its jobs ended: every event was applied, none drawn.
+    await page.wait_connection("live")
+    await page.wait_connection("idle")
+    assert await page.card(job).get_attribute("data-status") == "queued"
+    assert await page.output(job) == ""
+
+    await page.page.evaluate("window.releaseFrames()")
+    await page.wait_status(job, "completed")
+    assert await page.output(job) == WORDS
+    assert await page.text(job, "outcome") == f'Result: {{"text":"{WORDS}"}}'
+
+
+async def test_the_page_keeps_the_tail_of_an_endless_output(
+    start_gateway: StartGateway, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    await page.goto((await start_gateway()).url)
+
+    kept = await page.evaluate(
+        """async () => {
+        const { Output, KEPT_OUTPUT_CHARS } = await import("/static/js/output.js");
+        const output = new Output();
+        const tokens = [];
+        for (let index = 0; tokens.length * 8 < 3 * KEPT_OUTPUT_CHARS; index += 1) {
+            const token = `${index} `.padStart(8, "0");
+            tokens.push(token);
+            output.append(token);
+        }
+        const all = tokens.join("");
+        return {
+            limit: KEPT_OUTPUT_CHARS, appended: all.length, end: output.end,
+            start: output.start, kept: output.length,
+            tail: output.text() === all.slice(output.start),
+            last: output.text(output.end - 100) === all.slice(-100),
+        };
+    }"""
+    )
+
+    assert kept["end"] == kept["appended"]
+    assert kept["start"] + kept["kept"] == kept["end"]
+    assert kept["limit"] <= kept["kept"] <= kept["limit"] + 16 * 1024 + 8
+    assert kept["tail"]
+    assert kept["last"]
