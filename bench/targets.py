@@ -6,9 +6,9 @@
   from the export with this venv), to compare a change against what it replaces.
 - `naive`: bench/naive_gateway.py, one blocking XREAD per connection.
 - `nchan`: nginx + Nchan with Redis storage, one worker.
-- `cluster*<n>`: n `jobwire gateway` processes, each on a port of its own, behind HAProxy
-  (bench/balancer.py, the repository's balancer/haproxy.cfg; two processes on one port, see
-  BALANCERS); the events on a local Redis
+- `cluster*<n>` (`cluster*<n>@<git ref>`): n `jobwire gateway` processes, each on a port of
+  its own, behind HAProxy (bench/balancer.py, the repository's balancer/haproxy.cfg; two
+  processes on one port, see BALANCERS); the events on a local Redis
   Cluster of 3 masters (bench/cluster.py, no replicas), arq's queue on the private Redis.
 - `<any Jobwire target>-ws`, `nchan-ws`: the same server, its subscribers on WebSocket
   (Jobwire's `/jobs/<id>/ws` and `/events/ws`; Nchan's `nchan_subscriber websocket`).
@@ -176,16 +176,12 @@ def _start_server(
                 _behind_balancer(name, port, redis, gateway_env, logs, run_dir, label)
             )
         elif _is_jobwire(name):
-            processes = int(name.partition("*")[2] or 1)
+            processes = int(name.partition("*")[2].partition("@")[0] or 1)
             env = _gateway_env({"JOBWIRE_REDIS_URL": redis.url}, port, gateway_env)
             if processes > 1:
                 env["JOBWIRE_GATEWAY_PROCESSES"] = str(processes)
-            if not name.startswith("jobwire@"):
-                command, tree = [_jobwire_command(), "gateway"], REPO_ROOT
-            else:
-                tree = run_dir / "tree"
-                _export(name.partition("@")[2], tree)
-                command = [sys.executable, "-c", _GATEWAY_FROM_TREE]
+            command, tree = _gateway_command(name, run_dir)
+            if tree != REPO_ROOT:
                 env["PYTHONPATH"] = str(tree)
             log = logs / f"{label.replace('@', '-').replace('*', 'x')}-gateway.log"
             process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
@@ -237,17 +233,20 @@ def _behind_balancer(
 ) -> Iterator[Target]:
     """`cluster*<n>`: n gateways behind HAProxy on `port`, the events on a 3-master cluster,
     arq's queue on `queue` (the gateway needs one beside a cluster; nothing is queued here)."""
-    gateways = int(name.partition("*")[2] or 1)
+    gateways = int(name.partition("*")[2].partition("@")[0] or 1)
+    command, tree = _gateway_command(name, run_dir)
     with ExitStack() as stack:
         cluster = stack.enter_context(_local_cluster(run_dir / "cluster"))
         redis = {"JOBWIRE_REDIS_URL": cluster.url, "JOBWIRE_QUEUE_REDIS_URL": queue.url}
         ports = [free_port() for _ in range(gateways)]
         processes = []
         for index, gateway_port in enumerate(ports):
-            log = logs / f"{label.replace('*', 'x')}-gateway-{index}.log"
+            log = logs / f"{label.replace('@', '-').replace('*', 'x')}-gateway-{index}.log"
             env = _gateway_env(redis, gateway_port, gateway_env)
-            command = [_jobwire_command(), "gateway"]
-            process = stack.enter_context(service(f"{name} gateway {index}", command, env, log))
+            if tree != REPO_ROOT:
+                env["PYTHONPATH"] = str(tree)
+            gateway = f"{name} gateway {index}"
+            process = stack.enter_context(service(gateway, command, env, log, cwd=tree))
             _ready(partial(wait_for_http, name, gateway_port, "/readyz", process), log)
             processes.append(process)
         addresses = [f"127.0.0.1:{gateway_port}" for gateway_port in ports]
@@ -270,6 +269,17 @@ def _behind_balancer(
             balancer_pids=tuple(front.process.pid for front in fronts),
             redis_nodes=nodes,
         )
+
+
+def _gateway_command(name: str, run_dir: Path) -> tuple[list[str], Path]:
+    """How to run the gateway of target `name`, and from which tree: this one, or with
+    `@<git ref>` the files at that ref exported into `run_dir`."""
+    ref = name.partition("@")[2]
+    if not ref:
+        return [_jobwire_command(), "gateway"], REPO_ROOT
+    tree = run_dir / "tree"
+    _export(ref, tree)
+    return [sys.executable, "-c", _GATEWAY_FROM_TREE], tree
 
 
 @contextmanager
@@ -317,7 +327,7 @@ def _is_jobwire(name: str) -> bool:
 
 
 def _is_cluster(name: str) -> bool:
-    return name.startswith("cluster*") or name == "cluster"
+    return name.startswith(("cluster*", "cluster@")) or name == "cluster"
 
 
 def _export(ref: str, tree: Path) -> None:
