@@ -170,11 +170,7 @@ COVERAGE: list[RunBy | Shown] = [
     RunBy("Your jobs", "up myjobs:jobs", _YOUR_JOBS),
     RunBy("Your jobs", "jobwire submit reports.build", _YOUR_JOBS),
     RunBy("Your jobs", "arq worker.main.WorkerSettings", _YOUR_JOBS),
-    RunBy(
-        "Your jobs",
-        "examples.wordcount.jobs:jobs",
-        _in_test_readme("test_the_wordcount_example_runs_on_a_local_file"),
-    ),
+    RunBy("Your jobs", "examples.wordcount.jobs:jobs", _YOUR_JOBS),
     RunBy("Python client and CLI", "client.job(job.job_id)", _CLIENT_AND_CLI),
     RunBy("Python client and CLI", "SyncClient()", _CLIENT_AND_CLI),
     RunBy("Python client and CLI", "client.follow(jobs)", _CLIENT_AND_CLI),

@@ -515,6 +515,16 @@ async def test_the_typed_job_checks_its_args(
 
 @pytest.mark.timeout(120)
 async def test_your_jobs_run_as_written(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The section's two stacks side by side: `myjobs`, and the wordcount example."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "files").mkdir()
+    await asyncio.gather(
+        _my_jobs_run(tmp_path / "mine", redis_server),
+        _the_wordcount_example_runs_on_a_local_file(tmp_path / "files"),
+    )
+
+
+async def _my_jobs_run(tmp_path: Path, redis_server: RedisServer) -> None:
     section = "Your jobs"
     module = readme_block(section, "async def build_report").text
     [up] = block_commands(readme_block(section, "up myjobs:jobs"))
@@ -584,8 +594,7 @@ async def _workers_alive(client: httpx.AsyncClient, count: int) -> bool:
     return bool((await client.get("/system")).json()["workers"] == count)
 
 
-@pytest.mark.timeout(90)
-async def test_the_wordcount_example_runs_on_a_local_file(tmp_path: Path) -> None:
+async def _the_wordcount_example_runs_on_a_local_file(tmp_path: Path) -> None:
     up, submit_line = block_commands(readme_block("Your jobs", "examples.wordcount.jobs:jobs"))
     (tmp_path / "book.txt").write_text("the cat\nthe dog\n" * 500)
     url = re.findall(r"url=(\S+)", submit_line.text)[0]
