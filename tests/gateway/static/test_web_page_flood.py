@@ -237,6 +237,7 @@ async def test_a_token_flood_keeps_the_page_responsive_exact_and_bounded(
 
         expected = await data_tokens(redis, settings, job)
         shown = await page.output(job)
+        await page.screenshot("web-page-flood.png")
         await page.card(job).get_by_role("button", name="Show all").click()
         shown_all = await page.output(job)
         show_all_tasks = (await page.page.evaluate(_FIGURES))["longTasks"][
