@@ -52,6 +52,11 @@ class Keys:
         """Sorted set of worker id -> last-seen unix ms."""
         return f"{self.prefix}:workers"
 
+    def outcomes(self) -> str:
+        """Hash of '<outcome>:<job name>' -> attempts that ended so, counted by every worker:
+        the jobs by outcome the gateway's `/metrics` shows, whichever worker ran them."""
+        return f"{self.prefix}:outcomes"
+
     def worker_load(self, worker_id: str) -> str:
         """How many jobs the worker runs now; expires unless its presence beat renews it."""
         return f"{self.prefix}:worker:{worker_id}:running"

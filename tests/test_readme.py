@@ -285,6 +285,9 @@ async def test_the_curl_tour_runs(demo_stack: UpStack) -> None:
     assert all(line.startswith("jobwire_") for line in metrics.splitlines())
     after = [dict(block) for block in _records(rest.decode()) if "id" in dict(block)]
     assert after[-1]["event"] == "cancelled"
+    # After the walk-through, the same line shows how the job ended.
+    counted = (await terminal.run(one_liners[-1].text, job_id)).stdout
+    assert 'jobwire_jobs_ended_total{job="demo.countdown",outcome="cancelled"} 1.0' in counted
     async with httpx.AsyncClient(
         base_url=demo_stack.url, headers={"Authorization": f"Bearer {demo_stack.key}"}
     ) as client:

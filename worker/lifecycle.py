@@ -44,9 +44,11 @@ from arq.worker import Function, RetryJob, func
 from redis.exceptions import RedisError
 
 from shared.events import EventType, truncation_marker
+from shared.outcomes import count_outcome
 from shared.settings import Settings
 from shared.state import CANCEL_REQUESTED
 from worker.job import JobDefinition
+from worker.metrics import OUTCOMES
 from worker.progress import Progress
 from worker.runtime import WorkerRuntime
 from worker.writer import EventNotStored, EventWriter, JobEnded
@@ -234,8 +236,21 @@ class Attempt:
         so the outcome arq records stays the job's own."""
         run_time_s = time.monotonic() - self._started_at
         self._runtime.metrics.ended(self._definition.name, event_type, run_time_s)
+        # Counted first, so whoever sees the closing event finds it counted too.
+        await self._count_outcome(event_type)
         with contextlib.suppress(EventNotStored):
             await self._writer.finish(event_type, data)
+
+    async def _count_outcome(self, event_type: EventType) -> None:
+        """The deployment-wide count; a count Redis would not take is not worth failing for."""
+        outcome = OUTCOMES.get(event_type)
+        if outcome is None:
+            return
+        runtime = self._runtime
+        try:
+            await count_outcome(runtime.redis, runtime.keys, self._definition.name, outcome)
+        except (RedisError, OSError) as exc:
+            logger.debug("counting the outcome of %s failed: %r", self._job_id, exc)
 
     def _closing_timeout_s(self) -> float:
         if self._runtime.stopping.is_set():

@@ -22,7 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
@@ -31,6 +31,7 @@ from gateway.endpoints.services import Services
 from gateway.engine.counters import GatewayCounters, ResumeKind
 from gateway.engine.hub import Hub
 from shared.catalog import ALIVE_WITHIN_S, count_alive
+from shared.outcomes import load_outcomes
 
 __all__ = ["SYNC_EVERY_S", "GatewayInstruments", "redis_facts"]
 
@@ -164,11 +165,13 @@ class _Fixed(Collector):
 
 async def redis_facts(svc: Services) -> list[Metric]:
     """What Redis says at this scrape: whether it answers, the jobs waiting in the queue
-    (deferred retries included), and the workers alive. A few commands, once per scrape."""
+    (deferred retries included), the workers alive, and how every worker's attempts ended.
+    A few commands, once per scrape."""
     up = GaugeMetricFamily("jobwire_redis_up", "1 when Redis answered this scrape's reads.")
     try:
         depth = await svc.queue.zcard(svc.settings.queue_name)
         workers = await count_alive(svc.redis, svc.keys, ALIVE_WITHIN_S)
+        outcomes = await load_outcomes(svc.redis, svc.keys)
     except (RedisError, OSError):
         up.add_metric([], 0)
         return [up]
@@ -181,4 +184,11 @@ async def redis_facts(svc: Services) -> list[Metric]:
         "jobwire_workers_alive", f"Workers that marked themselves alive in {ALIVE_WITHIN_S:g} s."
     )
     alive.add_metric([], workers)
-    return [up, queue, alive]
+    ended = CounterMetricFamily(
+        "jobwire_jobs_ended",
+        "Attempts ended, by job name and outcome, counted by every worker in Redis.",
+        labels=["job", "outcome"],
+    )
+    for (job_name, outcome), count in sorted(outcomes.items()):
+        ended.add_metric([job_name, outcome], count)
+    return [up, queue, alive, ended]

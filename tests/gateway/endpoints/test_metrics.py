@@ -111,6 +111,11 @@ async def test_a_scripted_scenario_gives_exact_counts_on_both_endpoints(
     assert one(g, "jobwire_queue_depth") == 0
     assert one(g, "jobwire_workers_alive") == 1
     assert one(g, "jobwire_redis_up") == 1
+    # The deployment-wide count every worker keeps in Redis, shown by any gateway.
+    assert one(g, "jobwire_jobs_ended_total", job="demo.countdown", outcome="completed") == 1
+    assert one(g, "jobwire_jobs_ended_total", job="demo.fail", outcome="failed") == 1
+    ended = [name for (name, _), _ in g.items() if name == "jobwire_jobs_ended_total"]
+    assert len(ended) == 2
 
     w = worker_samples
     for job in ("demo.countdown", "demo.fail"):
