@@ -76,7 +76,7 @@ async def submit(request: Request) -> ASGIApp:
         resume = await _resume_submitted(svc, caller, submission.job_id, position, queued)
         if resume.finished:
             return Response(status_code=204)
-        return slot.guard(event_stream(svc, [resume]))
+        return event_stream(svc, [resume], release=slot.hand_over())
 
 
 async def _resume_submitted(

@@ -185,9 +185,9 @@ class Limits:
 class StreamSlot:
     """A stream's hold on its keys' slots, as a context manager around opening the stream.
 
-    `guard(response)` hands the slot to the response, which gives it back when the stream
-    ends, however it ends; leaving the block without a guarded response (an error, a 204)
-    gives it back at once.
+    `guard(response)` (or `hand_over()`) hands the slot to the response, which gives it back
+    when the stream ends, however it ends; leaving the block without a guarded response (an
+    error, a 204) gives it back at once.
     """
 
     def __init__(self, limits: Limits, keys: frozenset[Holder]) -> None:
@@ -218,6 +218,12 @@ class StreamSlot:
                 self.release()
 
         return guarded
+
+    def hand_over(self) -> Callable[[], None]:
+        """Like `guard`, for a response that calls what this returns itself when its stream
+        ends — which may be long after its ASGI call returned (`EventStreamResponse`)."""
+        self._guarded = True
+        return self.release
 
     def release(self) -> None:
         if not self._released:

@@ -8,7 +8,7 @@ headers the GET would get, without a body, a stream or a slot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from starlette.requests import HTTPConnection
@@ -79,7 +79,7 @@ async def respond(
             return slot.guard(websocket_stream(svc, resumes, composite=composite))
         if _finished(resumes):
             return Response(status_code=204)
-        return slot.guard(event_stream(svc, resumes, composite=composite))
+        return event_stream(svc, resumes, composite=composite, release=slot.hand_over())
 
 
 def _finished(resumes: list[Resume]) -> bool:
@@ -97,15 +97,25 @@ def _headers_only(resumes: list[Resume]) -> Response:
 
 
 def event_stream(
-    svc: Services, resumes: list[Resume], *, composite: bool = False
+    svc: Services,
+    resumes: list[Resume],
+    *,
+    composite: bool = False,
+    release: Callable[[], None] | None = None,
 ) -> EventStreamResponse:
-    """The response streaming `resumes` through the hub, `retry:` and any `reset` first."""
+    """The response streaming `resumes` through the hub, `retry:` and any `reset` first;
+    `release` (a stream slot's) is called when the stream ends."""
     head = sse.retry(svc.settings.sse_retry_ms)
     for resume in resumes:
         if resume.reset is not None:
             head += sse.frame(orjson.dumps(resume.reset), event="reset")
     return EventStreamResponse(
-        svc.hub, resumes, head, composite=composite, send_timeout=svc.settings.send_timeout_s
+        svc.hub,
+        resumes,
+        head,
+        composite=composite,
+        send_timeout=svc.settings.send_timeout_s,
+        release=release,
     )
 
 

@@ -9,6 +9,10 @@ with one pump task.
 
 The hub hands over SSE bytes; a `TransportConnection` wraps each write in one HTTP/1.1 chunk,
 as the response declares chunked encoding, so frames queued together go out as one chunk.
+Under Jobwire's server a stream is also *held*: the response head uvicorn builds is kept and
+sent with the first chunk (one write per reconnect, not two), and once the head is out uvicorn
+forgets the response (`ResponseHolder`), so the request's task, scope and ASGI objects are
+freed while the stream lasts; the stream ends with `end_held`.
 A WebSocket's frames are whole messages already: a `WebSocketTransportConnection` (offered by
 `gateway.processes.wsprotocol`) writes them as they are, and an `AsgiWebSocketConnection`
 sends their messages through ASGI `websocket.send`.
@@ -32,6 +36,7 @@ __all__ = [
     "AsgiConnection",
     "AsgiWebSocketConnection",
     "Connection",
+    "ResponseHolder",
     "TransportConnection",
     "WebSocketTransportConnection",
     "transport_connection",
@@ -75,14 +80,40 @@ class Connection(Protocol):
         """Returns when the connection is gone."""
 
 
+class ResponseHolder(Protocol):
+    """The server's side of a held stream (`gateway.processes.protocol`)."""
+
+    def cork(self, scope: Mapping[str, Any]) -> bool:
+        """Keep the head about to be written for `scope`'s response for the first chunk; False,
+        and nothing kept, when `scope` is not the response the connection is answering."""
+
+    def uncork(self) -> None:
+        """The head was built: later writes go to the socket again."""
+
+    def hold(self, task: asyncio.Task[None]) -> None:
+        """uvicorn forgets the corked response (its request's task may end); `task` carries
+        the stream until `end_held`."""
+
+    def end_held(self, last: bytes) -> None:
+        """The held response ends cleanly with `last`: the connection takes its next request,
+        or closes if it is not kept alive."""
+
+
 class TransportConnection:
     """Writes straight to the socket's transport (see `gateway.processes.protocol`)."""
 
-    __slots__ = ("_callbacks", "_flow", "_gone", "_high_water", "_transport")
+    __slots__ = ("_callbacks", "_flow", "_gone", "_high_water", "_holder", "_pending", "_transport")
 
-    def __init__(self, transport: asyncio.WriteTransport, flow: FlowControl) -> None:
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        flow: FlowControl,
+        holder: ResponseHolder | None = None,
+    ) -> None:
         self._transport = transport
         self._flow = flow
+        self._holder = holder
+        self._pending = b""  # the response head, sent with the first chunk
         self._high_water = transport.get_write_buffer_limits()[1]
         self._gone = False
         self._callbacks: list[Callable[[], object]] = []
@@ -94,11 +125,39 @@ class TransportConnection:
     def write(self, data: bytes) -> None:
         if self._transport.is_closing():
             return
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        if self._pending:
+            chunk = self._pending + chunk
+            self._pending = b""
         try:
-            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._transport.write(chunk)
         except (OSError, RuntimeError):
             # A dying connection must never stop the hub's loop over all the others.
             self._transport.abort()
+
+    def keep_head(self, head: bytes) -> None:
+        """Called by the protocol with the response head while corked."""
+        self._pending += head
+
+    def cork(self, scope: Mapping[str, Any]) -> bool:
+        """Whether the response to `scope` can be held: then its head, written by uvicorn
+        until `uncork`, goes out with the first chunk."""
+        return self._holder is not None and self._holder.cork(scope)
+
+    def uncork(self) -> None:
+        if self._holder is not None:
+            self._holder.uncork()
+
+    def hold(self, task: asyncio.Task[None]) -> None:
+        """The response's ASGI call may return: `task` serves the stream from now on."""
+        if self._holder is not None:
+            self._holder.hold(task)
+
+    def end_held(self) -> None:
+        """End a held response's body (the last chunk, after the head if nothing was sent)."""
+        last, self._pending = self._pending + b"0\r\n\r\n", b""
+        if self._holder is not None:
+            self._holder.end_held(last)
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
@@ -147,6 +206,8 @@ class TransportConnection:
     def connection_lost(self) -> None:
         """Called by the protocol when the socket is gone."""
         self._gone = True
+        self._holder = None  # the protocol refers to this connection: no cycle is left
+        self._pending = b""
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()

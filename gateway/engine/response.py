@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from starlette.types import Receive, Scope, Send
 
@@ -20,6 +22,7 @@ from gateway.engine.connection import (
     AsgiConnection,
     AsgiWebSocketConnection,
     Connection,
+    TransportConnection,
     transport_connection,
 )
 from gateway.engine.framing import WEBSOCKET
@@ -39,7 +42,18 @@ HEADERS = [
 ]
 
 
+def _released() -> None:
+    pass
+
+
 class EventStreamResponse:
+    """The stream over HTTP. Under Jobwire's server it is held (`TransportConnection.cork`):
+    its head goes out with the first frames, and its ASGI call returns once the head is
+    built, leaving one small task to carry the stream; `release` is called when the stream
+    ends, however it ends."""
+
+    __slots__ = ("_composite", "_head", "_hub", "_release", "_resumes", "_send_timeout")
+
     def __init__(
         self,
         hub: Hub,
@@ -48,32 +62,74 @@ class EventStreamResponse:
         *,
         composite: bool,
         send_timeout: float,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._hub = hub
         self._resumes = resumes
         self._head = head
         self._composite = composite
         self._send_timeout = send_timeout
+        self._release = release or _released
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        connection: Connection = transport_connection(scope) or AsgiConnection(send, receive)
-        outcome = await self._hub.serve(
-            connection, self._resumes, self._head, composite=self._composite
-        )
+        direct = transport_connection(scope)
+        if direct is not None and direct.cork(scope):
+            try:
+                # Counted, tagged and logged on its way as any response start is.
+                await _start(send)
+            except BaseException:
+                self._release()
+                raise
+            finally:
+                direct.uncork()
+            direct.hold(asyncio.get_running_loop().create_task(self._held(direct)))
+            return
+        try:
+            await _start(send)
+            connection: Connection = direct or AsgiConnection(send, receive)
+            outcome = await self._serve(connection)
+            await self._finish(connection, outcome, partial(_end_body, send))
+        finally:
+            self._release()
+
+    async def _held(self, connection: TransportConnection) -> None:
+        try:
+            outcome = await self._serve(connection)
+            await self._finish(connection, outcome, connection.end_held)
+        finally:
+            self._release()
+
+    def _serve(self, connection: Connection) -> Awaitable[Outcome]:
+        return self._hub.serve(connection, self._resumes, self._head, composite=self._composite)
+
+    async def _finish(
+        self, connection: Connection, outcome: Outcome, end: Callable[[], Awaitable[None] | None]
+    ) -> None:
+        """End the body cleanly within the send timeout, or drop the connection."""
         if outcome is Outcome.LOST:
             return
         if outcome is not Outcome.CUT:
             try:
                 async with asyncio.timeout(self._send_timeout):
                     await connection.drain()
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    ended = end()
+                    if ended is not None:
+                        await ended
                 return
             except TimeoutError:
                 self._hub.counters.send_timeouts += 1
         # Too slow to take what it was sent: drop it; it resumes from its Last-Event-ID.
         connection.abort()
         await connection.wait_closed()
+
+
+async def _start(send: Send) -> None:
+    # A new message each time: the send wrappers add to its headers.
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+
+
+async def _end_body(send: Send) -> None:
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 _CLOSE_CODES = {

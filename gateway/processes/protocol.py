@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gateway.engine.connection import TRANSPORT_EXTENSION, TransportConnection
@@ -172,6 +173,42 @@ class _Pipeline(list[Any]):
         self.insert(0, item)
 
 
+class _HeadSink:
+    """Stands for the transport in uvicorn's cycle while it writes a held stream's head."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: TransportConnection) -> None:
+        self.connection = connection
+
+    def write(self, data: bytes) -> None:
+        self.connection.keep_head(data)
+
+
+class _Unawaited:
+    """uvicorn sets its cycle's `message_event` when the connection is lost; nobody waits on a
+    held response's."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+class _HeldResponse:
+    """Stands for uvicorn's `RequestResponseCycle` while an event stream is held: what the
+    protocol's callbacks read and set on a cycle, without the request's scope, body buffer,
+    event and ASGI task."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete")
+    message_event = _Unawaited()
+
+    def __init__(self, keep_alive: bool, disconnected: bool) -> None:
+        self.keep_alive = keep_alive  # uvicorn's shutdown() clears it
+        self.disconnected = disconnected
+        self.response_complete = False
+
+
 class _ConnectionState:
     """What this protocol adds to uvicorn's per connection: the direct write path, and how much
     of a request head has arrived and whether it is too big.
@@ -182,8 +219,10 @@ class _ConnectionState:
 
     __slots__ = (
         "connection",
+        "corked",
         "head_bytes",
         "header_count",
+        "held",
         "in_head",
         "parsed_head_bytes",
         "too_large",
@@ -191,6 +230,8 @@ class _ConnectionState:
 
     def __init__(self) -> None:
         self.connection: TransportConnection | None = None
+        self.corked: RequestResponseCycle | None = None  # the cycle whose head is being kept
+        self.held: _HeldResponse | None = None
         self.head_bytes = 0  # received while the head has not ended: all of it is head
         self.parsed_head_bytes = 0  # the request line and headers the parser has seen
         self.header_count = 0
@@ -223,7 +264,7 @@ class StreamingHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = LeanFlowControl(transport)
-        self._state.connection = TransportConnection(transport, self.flow)
+        self._state.connection = TransportConnection(transport, self.flow, self)
         heads = self._heads
         if heads is not None:
             heads.begin(self)  # a connection that never speaks is timed too
@@ -287,6 +328,53 @@ class StreamingHttpProtocol(HttpToolsProtocol):
             heads.end(self)
         if self._state.connection is not None:
             self._state.connection.connection_lost()
+
+    # -- held streams (gateway.engine.connection.ResponseHolder) ---------------------------
+
+    def cork(self, scope: Mapping[str, Any]) -> bool:
+        cycle = self.cycle
+        # A request pipelined behind the stream's took the protocol's cycle: not held.
+        if cycle is None or cycle.scope is not scope or cycle.response_started:
+            return False
+        connection = self._state.connection
+        assert connection is not None
+        self._state.corked = cycle
+        cycle.transport = _HeadSink(connection)  # type: ignore[assignment]
+        return True
+
+    def uncork(self) -> None:
+        cycle = self._state.corked
+        if cycle is not None:
+            cycle.transport = self.transport
+
+    def hold(self, task: asyncio.Task[None]) -> None:
+        cycle, self._state.corked = self._state.corked, None
+        if cycle is None:
+            return
+        held = _HeldResponse(cycle.keep_alive, cycle.disconnected)
+        # Nothing more goes through uvicorn's cycle: its task returns without a complaint.
+        cycle.response_complete = True
+        if self.cycle is cycle:
+            self.cycle = held  # type: ignore[assignment]
+        if self.scope is cycle.scope:  # the request's objects are not kept for the stream
+            self.scope = None  # type: ignore[assignment]
+            self.headers = None  # type: ignore[assignment]
+            self.url = b""
+        self._state.held = held
+        # uvicorn's shutdown waits for the server's tasks: this one too, as for the request's.
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def end_held(self, last: bytes) -> None:
+        held, self._state.held = self._state.held, None
+        if held is None or self.transport.is_closing():
+            return
+        # As uvicorn's cycle ends a response: the last chunk, then close or the next request.
+        self.transport.write(last)
+        held.response_complete = True
+        if not held.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def end_late_head(self, answer: bytes) -> bool:
         """Ends this connection, whose head is late: with `answer` (a 408) if some of it came,

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 from redis.asyncio import Redis
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.engine.connection import TransportConnection
 from gateway.processes.protocol import (
@@ -319,3 +320,37 @@ async def test_a_held_stream_keeps_a_lean_connection(
         await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
         events = await watching
     assert events.event_ids() == await stream_ids(redis, settings, job_id)
+
+
+async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_the_next(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    publisher = Publisher(redis, settings)
+    job_id = "held"
+    await _queue(publisher, job_id)
+    port = urlsplit(gateway.url).port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        # The head and the first frames come in one write.
+        async with asyncio.timeout(scaled(10)):
+            first = await reader.readuntil(b"\n\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"retry: " in first
+        connections = gateway.server.server_state.connections
+        [protocol] = [p for p in connections if isinstance(p, StreamingHttpProtocol)]
+        # The request's scope, cycle and task are gone; one small task carries the stream.
+        assert vars(protocol)["scope"] is None
+        assert not isinstance(protocol.cycle, RequestResponseCycle)
+        assert len(gateway.server.server_state.tasks) == 1
+        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        async with asyncio.timeout(scaled(10)):
+            body = await reader.readuntil(b"\r\n0\r\n\r\n")
+        assert b"event: completed" in body
+        # Kept alive: the same connection serves the next request.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert (await read_to_close(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        await wait_until(lambda: not gateway.server.server_state.tasks)
+    finally:
+        writer.close()
