@@ -47,9 +47,12 @@ export function formatRate(rate) {
 export const VISIBLE_OUTPUT_CHARS = 16 * 1024;
 const MAX_OUTPUT_NODES = 64;
 
-// Removes the first `count` characters of an element holding only text nodes.
+// Removes the first `count` characters of an element holding only text nodes, and one more
+// when the cut leaves the second half of a character outside the BMP (an emoji) in front;
+// returns how many it removed.
 function trimFront(element, count) {
-  let left = count;
+  const wanted = Math.max(0, count);
+  let left = wanted;
   while (left > 0 && element.firstChild) {
     const node = element.firstChild;
     if (node.length <= left) {
@@ -60,6 +63,16 @@ function trimFront(element, count) {
       left = 0;
     }
   }
+  const first = element.firstChild;
+  if (first && isLowSurrogate(first.data.charCodeAt(0))) {
+    first.deleteData(0, 1);
+    left -= 1;
+  }
+  return wanted - left;
+}
+
+function isLowSurrogate(code) {
+  return code >= 0xdc00 && code <= 0xdfff;
 }
 
 function formatSize(chars) {
@@ -173,8 +186,7 @@ export class JobCard {
       element.append(text);
       shown.chars += text.length;
     }
-    if (!shown.all) trimFront(element, shown.chars - VISIBLE_OUTPUT_CHARS);
-    shown.chars = Math.min(shown.chars, shown.all ? Infinity : VISIBLE_OUTPUT_CHARS);
+    if (!shown.all) shown.chars -= trimFront(element, shown.chars - VISIBLE_OUTPUT_CHARS);
     // A text node per frame, merged now and then: the node count stays small.
     if (element.childNodes.length > MAX_OUTPUT_NODES) element.normalize();
   }

@@ -356,3 +356,39 @@ async def test_the_page_keeps_the_tail_of_an_endless_output(
     assert kept["limit"] <= kept["kept"] <= kept["limit"] + 16 * 1024 + 8
     assert kept["tail"]
     assert kept["last"]
+
+
+async def test_the_output_box_shows_the_last_characters_never_half_of_one(
+    start_gateway: StartGateway, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    await page.goto((await start_gateway()).url)
+
+    shown = await page.evaluate(
+        """async () => {
+        const { JobCard } = await import("/static/js/view.js");
+        const { Job } = await import("/static/js/jobs.js");
+        const job = new Job({ id: "j1", name: "demo.tokens", args: {} });
+        const card = new JobCard(document.getElementById("job-template"), job,
+                                 { onCancel() {} });
+        const output = card.part("output");
+        const draw = (...tokens) => {
+            for (const token of tokens) job.output.append(token);
+            card.render();
+            const text = output.textContent;
+            const whole = job.output.text().endsWith(text) && !/^[\udc00-\udfff]/.test(text);
+            return [text.length, whole];
+        };
+        // Each emoji is two UTF-16 units: the last 16,384 would begin with half of one.
+        const first = draw("😀".repeat(10_000), "a");
+        // 2,001 units more to cut from the front (which begins with a whole emoji).
+        const then = draw("😀".repeat(1_000), "bc");
+        return [first, then, card.part("show-all").textContent];
+    }"""
+    )
+
+    assert shown == [
+        [VISIBLE_OUTPUT_CHARS - 1, True],
+        [VISIBLE_OUTPUT_CHARS - 1, True],
+        "Show all 21 KB",
+    ]
