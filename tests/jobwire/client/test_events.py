@@ -54,6 +54,7 @@ def test_a_reset_has_no_id_and_carries_the_snapshot() -> None:
         ('{"type": "progress"}', "1-0"),
         (encode_event(make_event(EventType.LOG, "j", 1, {})).decode(), "not-an-id"),
     ],
+    ids=["not-json", "a-list", "no-envelope", "a-bad-id"],
 )
 def test_anything_else_is_invalid(data: str, event_id: str) -> None:
     with pytest.raises(InvalidEvent):
