@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -133,9 +134,12 @@ async def test_an_unvouched_position_passes_reset_through_then_everything(
 
 
 async def test_an_idempotency_key_makes_a_retried_submit_the_same_job(client: Client) -> None:
-    first = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key="k-1")
-    again = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key="k-1")
-    other = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key="k-2")
+    # Keys of this test alone: arq keeps its jobs under ids of their own in the whole Redis,
+    # whatever queue and prefix each test uses, and another test's "k-1" names the same id.
+    key, other_key = f"k-{uuid.uuid4().hex}", f"k-{uuid.uuid4().hex}"
+    first = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key=key)
+    again = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key=key)
+    other = await client.submit_job("demo.countdown", {"seconds": 0.1}, idempotency_key=other_key)
 
     assert again.job_id == first.job_id
     assert other.job_id != first.job_id
