@@ -52,14 +52,17 @@ def _timeout_scale() -> float:
 
     `TEST_TIMEOUT_SCALE` when set (not `JOBWIRE_...`: every `JOBWIRE_*` name is a setting, and
     an unknown one is warned about, which fails a test). Else 1 plus the load per core when the
-    session starts, at most `_MAX_TIMEOUT_SCALE`: with L tasks runnable on C cores, a test's
-    processes get about C / (C + L) of them. The load is the 1-minute average, or the tasks
+    session starts (plus one for each other test process of the run), at most
+    `_MAX_TIMEOUT_SCALE`: with L tasks runnable on C cores, a test's processes get about
+    C / (C + L) of them. The load is the 1-minute average, or the tasks
     runnable right now if more (the average lags a minute behind a load that just began).
     """
     chosen = os.environ.get("TEST_TIMEOUT_SCALE")
     if chosen:
         return max(float(chosen), 1.0)
     load = max(os.getloadavg()[0], _runnable_now() - 1)  # minus this process
+    # The other test processes of this run (pytest-xdist) have only just begun to load it.
+    load += int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) - 1
     return min(1.0 + load / (os.cpu_count() or 1), _MAX_TIMEOUT_SCALE)
 
 
