@@ -16,21 +16,11 @@ from starlette.routing import BaseRoute, Route
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from gateway.endpoints.errors import APIError
-from gateway.endpoints.page import STATIC_DIR
+from gateway.endpoints.page import PAGE_HEADERS, STATIC_DIR
 
 __all__ = ["ASSETS", "asset", "page", "routes"]
 
 SWAGGER_UI = Path(swagger_ui_path)
-# The web page's policy: scripts, styles and the document from the gateway only.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
 # The files the page loads; nothing else of the package (its demo page, source maps) is served.
 ASSETS = frozenset(
     {
@@ -46,7 +36,7 @@ _ASSET_HEADERS = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Opti
 
 
 async def page(request: Request) -> FileResponse:
-    return FileResponse(STATIC_DIR / "docs.html", headers=_PAGE_HEADERS)
+    return FileResponse(STATIC_DIR / "docs.html", headers=PAGE_HEADERS)
 
 
 async def asset(request: Request) -> FileResponse:

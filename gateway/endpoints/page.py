@@ -17,12 +17,13 @@ from gateway.endpoints.auth import require_api_key
 from gateway.endpoints.services import services
 from shared.catalog import args_schema, load_catalog
 
-__all__ = ["STATIC_DIR", "catalog", "index", "routes"]
+__all__ = ["PAGE_HEADERS", "STATIC_DIR", "catalog", "index", "routes"]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-# The page loads nothing from anywhere but the gateway, and renders job data as text only.
-_PAGE_HEADERS = {
+# The page (and /docs) loads nothing from anywhere but the gateway, and renders job data as
+# text only.
+PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; object-src 'none'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -35,7 +36,7 @@ _PAGE_HEADERS = {
 
 
 async def index(request: Request) -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 async def catalog(request: Request) -> JSONResponse:
