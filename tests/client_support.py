@@ -4,6 +4,7 @@
 load balancer does; the proxy keeps listening, so the client's next attempt gets through.
 `answer_with` makes it answer every new connection itself (a 502 from a proxy mid-deploy)
 without reaching the gateway. Every request head a client sent is kept in `requests`.
+`CutsOnCue` follows a stream through one, cutting it after given numbers of events.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["CuttableProxy", "running_proxy"]
+from jobwire.client import ConnectionState, JobEvent
+
+__all__ = ["CutsOnCue", "CuttableProxy", "running_proxy"]
 
 _HEAD_END = b"\r\n\r\n"
 
@@ -142,3 +145,32 @@ async def running_proxy(target_url: str) -> AsyncIterator[CuttableProxy]:
         yield proxy
     finally:
         await proxy.close()
+
+
+@dataclass
+class CutsOnCue:
+    """What a consumer saw through `proxy` while it cut the live connection once the events
+    seen reached each of `cut_after` (a connection already lost is left to come back first).
+    Pass `on_connection` to the stream and `saw` every event it yields."""
+
+    proxy: CuttableProxy
+    cut_after: list[int]
+    seen: list[JobEvent] = field(default_factory=list)
+    states: list[ConnectionState] = field(default_factory=list)
+    lost_after: list[int] = field(default_factory=list)  # events seen when each was lost
+
+    def on_connection(self, state: ConnectionState) -> None:
+        self.states.append(state)
+        if not state.connected:
+            self.lost_after.append(len(self.seen))
+
+    def saw(self, event: JobEvent) -> None:
+        self.seen.append(event)
+        if self.cut_after and len(self.seen) >= self.cut_after[0] and self.states[-1].connected:
+            self.cut_after.pop(0)
+            self.proxy.cut()
+
+    @property
+    def resumed_from(self) -> list[str | None]:
+        """The last event id seen before each loss: where each reconnect must resume."""
+        return [self.seen[count - 1].id if count else None for count in self.lost_after]

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from jobwire.client import Backoff, Client, ConnectionState, GatewayUnreachable, JobEvent
 from jobwire.client.stream import StreamOptions
 from shared.settings import Settings
-from tests.client_support import CuttableProxy, running_proxy
+from tests.client_support import CutsOnCue, running_proxy
 from tests.conftest import Gateway, StartGateway
 from tests.support import free_port, scaled, stream_ids
 
@@ -23,36 +23,23 @@ TEXT = " ".join(f"w{i}" for i in range(40))
 async def test_cut_connections_are_invisible_to_the_consumer(
     stack: Gateway, redis: Redis, settings: Settings
 ) -> None:
-    seen: list[JobEvent] = []
-    states: list[ConnectionState] = []
-    resumed_from: list[str | None] = []
-
-    def on_connection(state: ConnectionState) -> None:
-        states.append(state)
-        if not state.connected:
-            resumed_from.append(seen[-1].id)
-
-    cut_after = [3, 10, 20, 30]
     async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        cuts = CutsOnCue(proxy, cut_after=[3, 10, 20, 30])
         job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
         async with asyncio.timeout(scaled(20)):
-            async for event in job.events(on_connection=on_connection):
-                seen.append(event)
-                # Cut a live connection each time (not one already lost and not yet back).
-                if cut_after and len(seen) >= cut_after[0] and states[-1].connected:
-                    cut_after.pop(0)
-                    proxy.cut()
+            async for event in job.events(on_connection=cuts.on_connection):
+                cuts.saw(event)
 
     assert proxy.cuts == 4
-    assert [e.id for e in seen] == await stream_ids(redis, settings, job.job_id)
-    assert "".join(e.data["token"] for e in seen if e.type == "data") == TEXT
-    lost = [s for s in states if not s.connected]
+    assert [e.id for e in cuts.seen] == await stream_ids(redis, settings, job.job_id)
+    assert "".join(e.data["token"] for e in cuts.seen if e.type == "data") == TEXT
+    lost = [s for s in cuts.states if not s.connected]
     assert len(lost) == 4
     assert all(s.retry_in_s is not None and s.retry_in_s <= 0.2 for s in lost)
     resumes = [head.lower() for head in proxy.requests if head.startswith(b"GET /jobs/")]
     assert len(resumes) == 5
     assert b"last-event-id" not in resumes[0]
-    for head, position in zip(resumes[1:], resumed_from, strict=True):
+    for head, position in zip(resumes[1:], cuts.resumed_from, strict=True):
         assert f"last-event-id: {position}\r\n".encode() in head
 
 
@@ -143,39 +130,27 @@ def test_a_quiet_stream_is_given_up_only_after_missing_several_default_pings() -
     assert default == StreamOptions().read_timeout_s
 
 
-def _cut_now(proxy: CuttableProxy, cut_after: list[int], seen: int, connected: bool) -> None:
-    """Cuts the live connection once `seen` reaches the next of `cut_after`."""
-    if cut_after and seen >= cut_after[0] and connected:
-        cut_after.pop(0)
-        proxy.cut()
-
-
 async def test_several_jobs_on_one_connection_survive_cuts_exactly(
     stack: Gateway, redis: Redis, settings: Settings
 ) -> None:
-    states: list[ConnectionState] = []
-    seen: list[JobEvent] = []
-    cursors: list[str] = []  # what each reconnect must send: the cursor when it was lost
-
-    def on_connection(state: ConnectionState) -> None:
-        states.append(state)
-        if not state.connected:
-            last = {event.job: event.id for event in seen if event.id is not None}
-            cursors.append(",".join(f"{job.job_id}:{last[job.job_id]}" for job in jobs))
-
-    cut_after = [6, 20, 45]
     async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        cuts = CutsOnCue(proxy, cut_after=[6, 20, 45])
         jobs = [await client.submit("demo.tokens", text=TEXT, delay_ms=10) for _ in range(3)]
         async with asyncio.timeout(scaled(30)):
-            async for event in client.follow(jobs, on_connection=on_connection):
-                seen.append(event)
-                _cut_now(proxy, cut_after, len(seen), states[-1].connected)
+            async for event in client.follow(jobs, on_connection=cuts.on_connection):
+                cuts.saw(event)
         requests_before_wait = len(proxy.requests)
         results = [await job.wait() for job in jobs]
 
+    def cursor_of(seen: list[JobEvent]) -> str:
+        last = {event.job: event.id for event in seen if event.id is not None}
+        return ",".join(f"{job.job_id}:{last[job.job_id]}" for job in jobs)
+
+    # What each reconnect must send: the cursor when it was lost.
+    cursors = [cursor_of(cuts.seen[:count]) for count in cuts.lost_after]
     assert proxy.cuts == 3
     for job in jobs:
-        got = [event.id for event in seen if event.job == job.job_id]
+        got = [event.id for event in cuts.seen if event.job == job.job_id]
         assert got == await stream_ids(redis, settings, job.job_id)
     # Each job recorded what the stream delivered: waiting asks the gateway nothing more.
     assert len(proxy.requests) == requests_before_wait
@@ -194,25 +169,16 @@ async def test_several_jobs_on_one_connection_survive_cuts_exactly(
 async def test_a_run_survives_cuts_as_one_job_submitted_once(
     stack: Gateway, redis: Redis, settings: Settings
 ) -> None:
-    states: list[ConnectionState] = []
-    seen: list[JobEvent] = []
-    resumed_from: list[str | None] = []
-
-    def on_connection(state: ConnectionState) -> None:
-        states.append(state)
-        if not state.connected:
-            resumed_from.append(seen[-1].id)
-
-    cut_after = [1, 10, 25]
     async with running_proxy(stack.url) as proxy, Client(proxy.url, backoff=FAST) as client:
+        cuts = CutsOnCue(proxy, cut_after=[1, 10, 25])
         async with asyncio.timeout(scaled(30)):
             events = client.run_job(
-                "demo.tokens", {"text": TEXT, "delay_ms": 10}, on_connection=on_connection
+                "demo.tokens", {"text": TEXT, "delay_ms": 10}, on_connection=cuts.on_connection
             )
             async for event in events:
-                seen.append(event)
-                _cut_now(proxy, cut_after, len(seen), states[-1].connected)
+                cuts.saw(event)
 
+    seen = cuts.seen
     job_id = seen[0].job
     assert [event.id for event in seen] == await stream_ids(redis, settings, job_id)
     assert [event.type for event in seen].count("started") == 1
@@ -222,5 +188,5 @@ async def test_a_run_survives_cuts_as_one_job_submitted_once(
     keys = {line for head in posts for line in head.split(b"\r\n") if b"idempotency-key" in line}
     assert len(keys) == 1
     assert b"last-event-id" not in posts[0]
-    for head, position in zip(posts[1:], resumed_from, strict=True):
+    for head, position in zip(posts[1:], cuts.resumed_from, strict=True):
         assert f"\r\nlast-event-id: {position}\r\n".encode() in head

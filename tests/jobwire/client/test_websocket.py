@@ -7,9 +7,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from jobwire.client import Backoff, Client, ConnectionState, JobEvent
+from jobwire.client import Backoff, Client
 from shared.settings import Settings
-from tests.client_support import running_proxy
+from tests.client_support import CutsOnCue, running_proxy
 from tests.conftest import Gateway
 from tests.support import scaled, stream_ids
 
@@ -20,35 +20,23 @@ TEXT = " ".join(f"w{i}" for i in range(40))
 async def test_cut_websockets_are_invisible_to_the_consumer(
     stack: Gateway, redis: Redis, settings: Settings
 ) -> None:
-    seen: list[JobEvent] = []
-    states: list[ConnectionState] = []
-    resumed_from: list[str | None] = []
-
-    def on_connection(state: ConnectionState) -> None:
-        states.append(state)
-        if not state.connected:
-            resumed_from.append(seen[-1].id)
-
-    cut_after = [3, 10, 20]
     async with (
         running_proxy(stack.url) as proxy,
         Client(proxy.url, backoff=FAST, transport="ws") as client,
     ):
+        cuts = CutsOnCue(proxy, cut_after=[3, 10, 20])
         job = await client.submit("demo.tokens", text=TEXT, delay_ms=10)
         async with asyncio.timeout(scaled(20)):
-            async for event in job.events(on_connection=on_connection):
-                seen.append(event)
-                if cut_after and len(seen) >= cut_after[0] and states[-1].connected:
-                    cut_after.pop(0)
-                    proxy.cut()
+            async for event in job.events(on_connection=cuts.on_connection):
+                cuts.saw(event)
 
     assert proxy.cuts == 3
-    assert [e.id for e in seen] == await stream_ids(redis, settings, job.job_id)
-    assert "".join(e.data["token"] for e in seen if e.type == "data") == TEXT
+    assert [e.id for e in cuts.seen] == await stream_ids(redis, settings, job.job_id)
+    assert "".join(e.data["token"] for e in cuts.seen if e.type == "data") == TEXT
     opened = [head for head in proxy.requests if head.startswith(b"GET /jobs/")]
     assert len(opened) == 4
     assert all(b"/ws" in head and b"upgrade: websocket" in head.lower() for head in opened)
-    for head, position in zip(opened[1:], resumed_from, strict=True):
+    for head, position in zip(opened[1:], cuts.resumed_from, strict=True):
         assert f"?last_event_id={position} ".encode() in head
 
 
