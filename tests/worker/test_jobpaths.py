@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from tests.conftest import StartGateway
 from tests.support import collect_events, event_types, free_port, scaled, submit, wait_until
+from tests.up_support import clean_env, running
 from worker import demo
 from worker.jobpaths import JobImportError, JobPathError, load_registries, load_registry
 
@@ -153,13 +150,12 @@ def test_every_wrong_path_says_what_was_not_found(importable: UserProject) -> No
 def _jobwire(
     project: UserProject, *args: str, **jobwire_env: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
     # Nothing listens there: a path taken by mistake fails fast instead of serving jobs.
-    env["JOBWIRE_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
     return subprocess.run(
         [str(BIN / "jobwire"), *args],
         cwd=project.folder,
-        env=env | jobwire_env,
+        env=clean_env(JOBWIRE_REDIS_URL=nowhere, **jobwire_env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -198,31 +194,6 @@ def test_the_settings_wrong_path_and_a_failing_import_are_one_line_each(
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(
-    argv: list[str], folder: Path, env: dict[str, str]
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=folder,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(scaled(20)):
-                await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 @pytest.mark.parametrize(
     "how", ["jobwire worker PATH", "jobwire worker + JOBWIRE_JOBS", "arq + JOBWIRE_JOBS"]
 )
@@ -234,8 +205,7 @@ async def test_a_worker_process_runs_the_jobs_of_a_module_in_its_working_directo
     start_gateway: StartGateway,
 ) -> None:
     path = f"{project.module}:jobs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    env |= settings.to_env()
+    env = clean_env(**settings.to_env())
     argv = {
         # The command line's paths win over the setting's.
         "jobwire worker PATH": [str(BIN / "jobwire"), "worker", path],
@@ -251,12 +221,12 @@ async def test_a_worker_process_runs_the_jobs_of_a_module_in_its_working_directo
         # finder comes after the path's, a `worker.py` there would be found before ours.
         (project.folder / "worker.py").unlink()
 
-    async with _running(argv, project.folder, env) as process:
+    async with running(argv, env, project.folder) as process:
 
         async def advertised() -> bool:
             if process.returncode is not None:
-                assert process.stderr is not None
-                raise AssertionError((await process.stderr.read()).decode())
+                assert process.stdout is not None
+                raise AssertionError((await process.stdout.read()).decode())
             return list(await load_catalog(redis, keys)) == [JOB_NAME]
 
         await wait_until(advertised, timeout=scaled(20), message="the worker's jobs advertised")
