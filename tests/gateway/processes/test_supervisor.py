@@ -20,7 +20,15 @@ from redis.asyncio import Redis
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
-from tests.support import free_port, port_open, raw_get, scaled, stream_ids, wait_until
+from tests.support import (
+    RawResponse,
+    free_port,
+    port_open,
+    raw_get,
+    scaled,
+    stream_ids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -99,17 +107,7 @@ async def test_both_processes_serve_and_resume_each_others_clients_exactly(
     _, port = two_processes
     publisher = Publisher(redis, settings)
     jobs = [f"shared-port-{n}" for n in range(20)]
-    for job_id in jobs:
-        queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
-        await publisher.publish(queued, create=True)
-        await publisher.publish(make_event(EventType.STARTED, job_id, 1, {}))
-    watchers = [
-        asyncio.create_task(raw_get(port, f"/jobs/{job_id}/events"))
-        for job_id in jobs
-        for _ in range(5)
-    ]
-    # Each process subscribes to the jobs its own clients watch: both hold a subscription.
-    await wait_until(lambda: _subscribed_connections(redis, settings, count=2), timeout=20)
+    watchers = await _watched_on_both_processes(port, redis, publisher, jobs)
     for n in range(10):
         for job_id in jobs:
             await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
@@ -135,7 +133,25 @@ async def test_both_processes_serve_and_resume_each_others_clients_exactly(
         assert all(r.event_ids() == after for r in resumed[n * 5 : n * 5 + 5])
 
 
-async def _subscribed_connections(redis: Redis, settings: Settings, count: int) -> bool:
+async def _watched_on_both_processes(
+    port: int, redis: Redis, publisher: Publisher, jobs: list[str]
+) -> list[asyncio.Task[RawResponse]]:
+    """`jobs` started, five clients watching each: the tasks reading their streams, once both
+    processes hold a subscription (each subscribes to the jobs its own clients watch)."""
+    for job_id in jobs:
+        queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
+        await publisher.publish(queued, create=True)
+        await publisher.publish(make_event(EventType.STARTED, job_id, 1, {}))
+    watchers = [
+        asyncio.create_task(raw_get(port, f"/jobs/{job_id}/events"))
+        for job_id in jobs
+        for _ in range(5)
+    ]
+    await wait_until(lambda: _subscribed_connections(redis, count=2), timeout=20)
+    return watchers
+
+
+async def _subscribed_connections(redis: Redis, count: int) -> bool:
     clients = await redis.client_list()
     return sum(1 for client in clients if int(client["ssub"]) > 0) >= count
 
@@ -192,17 +208,8 @@ async def test_a_scrape_sums_the_metrics_of_every_process(
     _, port = two_processes
     publisher = Publisher(redis, settings)
     jobs = [f"scraped-{n}" for n in range(4)]
-    for job_id in jobs:
-        queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
-        await publisher.publish(queued, create=True)
-        await publisher.publish(make_event(EventType.STARTED, job_id, 1, {}))
-    watchers = [
-        asyncio.create_task(raw_get(port, f"/jobs/{job_id}/events"))
-        for job_id in jobs
-        for _ in range(5)
-    ]
     # Both processes hold some of the 20 streams: a scrape of either one alone shows fewer.
-    await wait_until(lambda: _subscribed_connections(redis, settings, count=2), timeout=20)
+    watchers = await _watched_on_both_processes(port, redis, publisher, jobs)
     for job_id in jobs:
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
     expected: _Samples = {
