@@ -86,7 +86,11 @@ class Shard:
         )
 
     def start(self) -> None:
-        self._task = self._loop.create_task(self._run(), name=f"jobwire-hub-shard-{self.node}")
+        task = self._loop.create_task(self._run(), name=f"jobwire-hub-shard-{self.node}")
+        # A task that ended holds its traceback, whose frames hold this shard: holding the
+        # task past its end would make a cycle, which the gateway's frozen GC never collects.
+        task.add_done_callback(self._forget_task)
+        self._task = task
 
     def add(self, feed: Feed) -> None:
         self.feeds[feed.channel] = feed
@@ -113,6 +117,10 @@ class Shard:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self._disconnect()
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
 
     # -- the loop -------------------------------------------------------------------------
 
