@@ -6,7 +6,6 @@ page resuming from its cursor; and a bare browser `WebSocket` reading one job's 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,19 +65,6 @@ def record_sockets(context: BrowserContext) -> Sockets:
     context.on("page", lambda page: page.on("websocket", opened))
     context.on("request", requested)
     return sockets
-
-
-@pytest.fixture
-async def strict_context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    """A context that keeps the page's CSP: a WebSocket it forbade would never open."""
-    context = await browser.new_context(viewport={"width": 1200, "height": 800})
-    uncaught: list[str] = []
-    context.on("weberror", lambda error: uncaught.append(str(error.error)))
-    try:
-        yield context
-    finally:
-        await context.close()
-    assert uncaught == [], "the page's scripts threw"
 
 
 async def open_page(context: BrowserContext, url: str, address: str) -> JobPage:
