@@ -23,6 +23,7 @@ __all__ = [
     "advertise_waiting_job",
     "bearer",
     "holding_alices_one_stream",
+    "start_keyed_gateway",
     "submit_as",
     "with_auth",
 ]
@@ -53,6 +54,14 @@ async def advertise_waiting_job(redis: Redis, settings: Settings) -> None:
     await advertise(redis, Keys(settings.key_prefix), [spec])
 
 
+async def start_keyed_gateway(
+    start_gateway: StartGateway, redis: Redis, settings: Settings, **changes: Any
+) -> Gateway:
+    """A gateway `with_auth(settings, **changes)`, on which `WAITING_JOB` may be submitted."""
+    await advertise_waiting_job(redis, settings)
+    return await start_gateway(with_auth(settings, **changes))
+
+
 async def submit_as(
     client: httpx.AsyncClient, key: str, name: str = WAITING_JOB, **args: object
 ) -> dict[str, Any]:
@@ -69,8 +78,7 @@ async def holding_alices_one_stream(
 ) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient, str]]:
     """A gateway on which key `alice` may hold one event stream, while she holds it (on a job
     that stays queued; through `GET /events` when `multi`): the gateway, her client, the job."""
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, max_streams_per_key=1)
     async with gateway.client(headers=bearer(ALICE_KEY)) as client:
         job_id = (await submit_as(client, ALICE_KEY))["job_id"]
         url, params = ("/events", {"job": job_id}) if multi else (f"/jobs/{job_id}/events", None)

@@ -34,6 +34,7 @@ from tests.auth_support import (
     TOKEN_SECRET,
     advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     submit_as,
     with_auth,
 )
@@ -48,8 +49,7 @@ COUNTDOWN = {"name": "demo.countdown", "args": {"seconds": 0.1, "steps": 1}}
 @pytest.fixture
 async def gateway(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
     """A gateway with keys `alice` and `bob`, and a job name that is never run."""
-    await advertise_waiting_job(redis, settings)
-    return await start_gateway(with_auth(settings))
+    return await start_keyed_gateway(start_gateway, redis, settings)
 
 
 @pytest.fixture
@@ -360,8 +360,7 @@ async def test_an_expired_token_gets_401(
 async def test_a_token_dies_with_the_key_that_issued_it(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    before = await start_gateway(with_auth(settings))
+    before = await start_keyed_gateway(start_gateway, redis, settings)
     async with before.client() as client:
         answer = await submit_as(client, BOB_KEY)
     # The same secret and store, without bob's key (a second replica, or after a restart).
@@ -577,8 +576,9 @@ _PREFLIGHT = {
 
 @pytest.fixture
 async def cors_gateway(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
-    await advertise_waiting_job(redis, settings)
-    return await start_gateway(with_auth(settings, cors_origins=f"{ORIGIN}, http://localhost:3000"))
+    return await start_keyed_gateway(
+        start_gateway, redis, settings, cors_origins=f"{ORIGIN}, http://localhost:3000"
+    )
 
 
 async def test_cors_preflight_from_an_allowed_origin(cors_gateway: Gateway) -> None:

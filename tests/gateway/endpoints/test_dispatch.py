@@ -14,11 +14,10 @@ from gateway.endpoints.limits import Limits
 from shared.settings import Settings
 from tests.auth_support import (
     ALICE_KEY,
-    advertise_waiting_job,
     bearer,
     holding_alices_one_stream,
+    start_keyed_gateway,
     submit_as,
-    with_auth,
 )
 from tests.conftest import Gateway, StartGateway
 from tests.support import scaled, stream_ids
@@ -61,9 +60,8 @@ def _limits(gateway: Gateway) -> Limits:
 async def test_head_on_an_event_stream_answers_headers_only_and_holds_no_slot(
     start_gateway: StartGateway, settings: Settings, redis: Redis, origin: str | None
 ) -> None:
-    await advertise_waiting_job(redis, settings)
     # One slot: a HEAD that took it, or kept it, would turn the GET below into a 429.
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, max_streams_per_key=1)
     anyone = {"Origin": origin} if origin else {}
     key = bearer(ALICE_KEY) | anyone
     async with gateway.client() as client:

@@ -20,8 +20,8 @@ from tests.auth_support import (
     ALICE_KEY,
     BOB_KEY,
     WAITING_JOB,
-    advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     submit_as,
     with_auth,
 )
@@ -204,8 +204,9 @@ def test_zero_means_no_limit_and_no_key_is_never_limited() -> None:
 
 @pytest.fixture
 async def limited(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
-    await advertise_waiting_job(redis, settings)
-    return await start_gateway(with_auth(settings, max_streams_per_key=2, submits_per_minute=3))
+    return await start_keyed_gateway(
+        start_gateway, redis, settings, max_streams_per_key=2, submits_per_minute=3
+    )
 
 
 def _limits(gateway: Gateway) -> Limits:
@@ -334,8 +335,7 @@ async def test_limits_are_per_gateway_process(
 async def test_stream_requests_over_the_budget_get_429_before_redis_is_read(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, stream_opens_per_minute=3))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, stream_opens_per_minute=3)
     made_up = httpx.QueryParams([("job", f"r{n}") for n in range(1, 51)])
     alice = bearer(ALICE_KEY)
     async with gateway.client() as client:
@@ -372,8 +372,7 @@ async def test_stream_requests_over_the_budget_get_429_before_redis_is_read(
 async def test_a_404_or_a_204_gives_its_slot_back_at_once(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, max_streams_per_key=1)
     async with gateway.client(headers=bearer(ALICE_KEY)) as client:
         job_id = (await submit_as(client, ALICE_KEY))["job_id"]
         assert (await client.delete(f"/jobs/{job_id}")).status_code == 202

@@ -21,8 +21,8 @@ from tests.auth_support import (
     WAITING_JOB,
     advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     submit_as,
-    with_auth,
 )
 from tests.conftest import Gateway, StartGateway
 from tests.support import wait_until
@@ -34,10 +34,9 @@ OTHER_JOB = "test.other"
 
 @pytest.fixture
 async def gateway(start_gateway: StartGateway, settings: Settings, redis: Redis) -> Gateway:
-    await advertise_waiting_job(redis, settings)
     other = JobSpec(name=OTHER_JOB, params=[], required=[], accepts_any=True, doc="never runs")
     await advertise(redis, Keys(settings.key_prefix), [other])
-    return await start_gateway(with_auth(settings, submits_per_minute=0))
+    return await start_keyed_gateway(start_gateway, redis, settings, submits_per_minute=0)
 
 
 async def list_all(client: httpx.AsyncClient, key: str, **params: Any) -> list[list[str]]:
@@ -198,9 +197,8 @@ async def test_expired_jobs_are_dropped_from_the_list_when_read(
 async def test_the_list_is_bounded_and_expires(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    bounded = with_auth(settings, jobs_listed_per_key=3, retention_s=100)
-    gateway = await start_gateway(bounded)
+    bounded = {"jobs_listed_per_key": 3, "retention_s": 100}
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, **bounded)
     async with gateway.client() as client:
         jobs = [(await submit_as(client, ALICE_KEY))["job_id"] for _ in range(5)]
 
@@ -242,8 +240,7 @@ async def test_one_request_reads_a_bounded_number_of_states_then_says_where_to_g
 async def test_a_fresh_token_from_the_key_opens_the_stream_after_the_first_expired(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, token_ttl_s=2))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, token_ttl_s=2)
     async with gateway.client() as client:
         answer = await submit_as(client, ALICE_KEY)
         job_id, first = answer["job_id"], answer["watch_token"]

@@ -31,7 +31,13 @@ from starlette.routing import Mount, Route
 from gateway.app import create_app
 from gateway.endpoints.openapi import DOCUMENT
 from shared.settings import Settings
-from tests.auth_support import ALICE_KEY, BOB_KEY, advertise_waiting_job, bearer, with_auth
+from tests.auth_support import (
+    ALICE_KEY,
+    BOB_KEY,
+    bearer,
+    start_keyed_gateway,
+    with_auth,
+)
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import collect_events
 
@@ -208,8 +214,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     start_gateway: StartGateway, start_worker: RunWorker, settings: Settings, redis: Redis
 ) -> None:
     await start_worker()
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, submits_per_minute=0))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, submits_per_minute=0)
     jobs = await _real_jobs(gateway)
 
     started = time.monotonic()
@@ -247,9 +252,8 @@ def _check(gateway: Gateway, label: str, **request: Any) -> int:
 async def test_limits_and_refusals_match_the_document(
     start_gateway: StartGateway, settings: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, settings)
     limited = {"submits_per_minute": 1, "max_streams_per_key": 1, "max_body_bytes": 1_000}
-    gateway = await start_gateway(with_auth(settings, **limited))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, **limited)
     async with gateway.client(headers=bearer(ALICE_KEY)) as client:
         answer = (await client.post("/jobs", json={"name": "test.wait"})).json()
     job_id, token = answer["job_id"], answer["watch_token"]

@@ -31,10 +31,9 @@ from shared.streamid import StreamId
 from tests.auth_support import (
     ALICE_KEY,
     BOB_KEY,
-    advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     submit_as,
-    with_auth,
 )
 from tests.conftest import Gateway, StartGateway
 from tests.support import (
@@ -294,8 +293,7 @@ async def test_a_job_whose_stream_is_gone_is_unknown(
 
 @pytest.fixture
 async def auth_gateway(start_gateway: StartGateway, redis: Redis, lingering: Settings) -> Gateway:
-    await advertise_waiting_job(redis, lingering)
-    return await start_gateway(with_auth(lingering))
+    return await start_keyed_gateway(start_gateway, redis, lingering)
 
 
 async def _submitted_and_watched(

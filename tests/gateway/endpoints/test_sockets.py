@@ -18,10 +18,9 @@ from shared.settings import Settings
 from tests.auth_support import (
     ALICE_KEY,
     BOB_KEY,
-    advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     submit_as,
-    with_auth,
 )
 from tests.conftest import Gateway, StartGateway
 from tests.socket_support import read_socket, refusal, ws_url
@@ -135,8 +134,7 @@ async def test_several_jobs_resume_from_the_cursor(
 async def test_refusals_are_http_answers_before_the_upgrade(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings)
     async with gateway.client() as client:
         job = await submit_as(client, ALICE_KEY)
         other = await submit_as(client, ALICE_KEY)
@@ -169,8 +167,7 @@ async def test_refusals_are_http_answers_before_the_upgrade(
 async def test_a_stream_past_its_keys_limit_is_refused_with_429(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    await advertise_waiting_job(redis, settings)
-    gateway = await start_gateway(with_auth(settings, max_streams_per_key=1))
+    gateway = await start_keyed_gateway(start_gateway, redis, settings, max_streams_per_key=1)
     async with gateway.client() as client:
         job_id = (await submit_as(client, ALICE_KEY))["job_id"]
     url = ws_url(gateway.url, f"/jobs/{job_id}/ws")

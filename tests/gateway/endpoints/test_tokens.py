@@ -31,8 +31,8 @@ from tests.auth_support import (
     BOB_KEY,
     TOKEN_SECRET,
     WAITING_JOB,
-    advertise_waiting_job,
     bearer,
+    start_keyed_gateway,
     with_auth,
 )
 from tests.conftest import Gateway, StartGateway
@@ -51,8 +51,7 @@ def lingering(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def gateway(start_gateway: StartGateway, lingering: Settings, redis: Redis) -> Gateway:
-    await advertise_waiting_job(redis, lingering)
-    return await start_gateway(lingering)
+    return await start_keyed_gateway(start_gateway, redis, lingering)
 
 
 def _job_id() -> str:
@@ -365,9 +364,8 @@ async def test_revoking_on_one_gateway_ends_token_streams_on_another(
 async def test_a_token_holder_cannot_use_up_the_keys_streams(
     start_gateway: StartGateway, lingering: Settings, redis: Redis
 ) -> None:
-    await advertise_waiting_job(redis, lingering)
-    capped = lingering.replace(max_streams_per_key=2, max_streams_per_token=2)
-    gateway = await start_gateway(capped)
+    capped = {"max_streams_per_key": 2, "max_streams_per_token": 2}
+    gateway = await start_keyed_gateway(start_gateway, redis, lingering, **capped)
     limits: Limits = gateway.server.config.app.state.limits  # type: ignore[union-attr]
     watched, other = _job_id(), _job_id()
     async with gateway.client() as client, AsyncExitStack() as streams:
