@@ -3,7 +3,6 @@ refuses in one line (a gateway URL without a scheme, a bound that is not a numbe
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -14,15 +13,15 @@ import pytest
 from jobwire.cli import DEFAULT_GIVE_UP_AFTER_S, main
 from jobwire.client.target import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from tests.support import scaled
+from tests.up_support import clean_env
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
 
 
 def _jobwire(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
     return subprocess.run(
         [str(JOBWIRE), *args],
-        env=clean | env,
+        env=clean_env(**env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

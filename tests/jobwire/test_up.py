@@ -4,7 +4,6 @@ and Ctrl-C stops every process it started."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import signal
@@ -25,8 +24,7 @@ JOBWIRE = Path(sys.executable).parent / "jobwire"
 @pytest.mark.timeout(90)
 async def test_up_runs_the_stack_and_ctrl_c_stops_everything() -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    env |= {"JOBWIRE_PORT": str(port), "JOBWIRE_LOG_LEVEL": "WARNING"}
+    env = clean_env(JOBWIRE_PORT=str(port))
     process = await asyncio.create_subprocess_exec(
         str(JOBWIRE),
         "up",

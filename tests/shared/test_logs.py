@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import signal
 import sys
@@ -19,6 +18,7 @@ import pytest
 from shared.logs import JOB_ID, KEY, REQUEST_ID, JsonLineFormatter, log_context
 from tests.readme_support import readme_block
 from tests.support import collect_events, free_port, scaled, wait_until
+from tests.up_support import clean_env
 
 JOBWIRE = Path(sys.executable).parent / "jobwire"
 FIELDS = ("time", "level", "logger", "message")
@@ -59,8 +59,7 @@ def _first(records: list[dict[str, Any]], **fields: Any) -> dict[str, Any] | Non
 @pytest.mark.timeout(90)
 async def test_json_up_writes_only_json_lines_with_request_and_job_ids() -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    env |= {"JOBWIRE_PORT": str(port), "JOBWIRE_LOG_FORMAT": "json", "JOBWIRE_LOG_LEVEL": "INFO"}
+    env = clean_env(JOBWIRE_PORT=str(port), JOBWIRE_LOG_FORMAT="json", JOBWIRE_LOG_LEVEL="INFO")
     process = await asyncio.create_subprocess_exec(
         str(JOBWIRE),
         "up",

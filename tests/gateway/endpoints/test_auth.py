@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from tests.auth_support import (
 )
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import collect_events, event_types, raw_get, read_events, scaled
+from tests.up_support import clean_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -436,10 +436,9 @@ def test_the_gateway_refuses_to_start_with_auth_on_and_no_keys(
 
 
 def test_jobwire_gateway_without_keys_exits_with_the_reason() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
     process = subprocess.run(
         [sys.executable, "-m", "jobwire.cli", "gateway"],
-        env=env,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=30,

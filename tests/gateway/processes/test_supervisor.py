@@ -29,6 +29,7 @@ from tests.support import (
     stream_ids,
     wait_until,
 )
+from tests.up_support import clean_env
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -73,8 +74,9 @@ async def _ready(url: str) -> bool:
 
 
 async def _start(settings: Settings, port: int) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
-    env |= settings.replace(port=port, gateway_processes=2, log_level="WARNING").to_env()
+    env = clean_env(
+        **settings.replace(port=port, gateway_processes=2, log_level="WARNING").to_env()
+    )
     return await asyncio.create_subprocess_exec(
         str(JOBWIRE),
         "gateway",

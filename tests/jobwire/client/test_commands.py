@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
@@ -29,6 +28,7 @@ from tests.auth_support import ALICE_KEY, with_auth
 from tests.client_support import CuttableProxy, running_proxy
 from tests.conftest import Gateway, RunWorker, StartGateway
 from tests.support import scaled, stream_ids, submit, wait_until
+from tests.up_support import clean_env
 from worker import demo
 from worker.progress import Progress
 from worker.registry import JobRegistry
@@ -48,9 +48,8 @@ class Finished:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWIRE_")}
     # A wide, plain console: the live view's lines are not wrapped or coloured.
-    return env | {"COLUMNS": "200", "NO_COLOR": "1"} | extra
+    return clean_env() | {"COLUMNS": "200", "NO_COLOR": "1"} | extra
 
 
 @asynccontextmanager
