@@ -3,7 +3,8 @@ subscribers get it.
 
 The stored frame carries the event's own stream id as its `id:`, which is what a single-job
 stream sends. A multi-job stream's `id:` is the subscriber's cursor instead, so those frames
-are built per subscriber (`Entry.framed_as`). The WebSocket frame of a single-job stream
+are built per subscriber (`Entry.framed_as`: the stored frame's `id:` line swapped, one bytes
+concatenation). The WebSocket frame of a single-job stream
 (`Entry.ws_frame`) is built the first time a WebSocket subscriber needs it, then kept: a job
 watched only over SSE never pays for it.
 
@@ -77,9 +78,11 @@ class Entry:
             raise BadEntry("no event field")
         return cls.of(raw_id, payload)
 
-    def framed_as(self, event_id: str) -> bytes:
-        """The same event framed with another `id:` (a multi-job stream's cursor)."""
-        return sse.frame(self.payload, event=self.type, id=event_id)
+    def framed_as(self, event_id: bytes) -> bytes:
+        """The same event framed with another `id:` (a multi-job stream's cursor, made of job
+        ids and stream ids: no line break): the stored frame with its first line replaced."""
+        frame = self.frame
+        return b"id: " + event_id + frame[frame.index(b"\n") :]
 
     @property
     def ws_frame(self) -> bytes:

@@ -22,7 +22,7 @@ class Framing:
         """A single-job stream's frame: the event with its own stream id."""
         return entry.frame
 
-    def event_as(self, entry: Entry, event_id: str) -> bytes:
+    def event_as(self, entry: Entry, event_id: bytes) -> bytes:
         """A multi-job stream's frame: the event with the subscriber's cursor as its id."""
         return entry.framed_as(event_id)
 
@@ -38,8 +38,8 @@ class _WebSocketFraming(Framing):
     def event(self, entry: Entry) -> bytes:
         return entry.ws_frame
 
-    def event_as(self, entry: Entry, event_id: str) -> bytes:
-        return entry.ws_framed_as(event_id)
+    def event_as(self, entry: Entry, event_id: bytes) -> bytes:
+        return entry.ws_framed_as(event_id.decode())
 
     def notice(self, event_type: str, data: bytes) -> bytes:
         return websocket.notice_frame(event_type, data)

@@ -316,9 +316,8 @@ class Hub:
     def _deliver(self, subscriber: Subscriber, job_id: str, entry: Entry) -> None:
         if job_id not in subscriber.open_jobs:
             return
-        subscriber.cursor[job_id] = entry.id
         self.counters.events_delivered += 1
-        self._send(subscriber, subscriber.frame_for(job_id, entry))
+        self._send(subscriber, subscriber.advance(job_id, entry))
         if entry.terminal:
             self._close_job(subscriber, job_id)
 

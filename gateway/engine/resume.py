@@ -1,9 +1,9 @@
 """Where one subscriber starts in one job: the hub's input, decided before the stream opens.
 
 A multi-job stream's position is a cursor, one stream id per job: `<job>:<ms>-<seq>` entries
-joined by `,` (`:` and `,` never occur in job ids). Only its formatting lives here, since the
-hub writes it into every composite frame; reading a client's position is the HTTP layer's
-(`gateway.endpoints.position`).
+joined by `,` (`:` and `,` never occur in job ids). The subscriber formats it into every
+composite frame (`gateway.engine.subscriber`); reading a client's position is the HTTP
+layer's (`gateway.endpoints.position`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from shared.state import JobStatus, TokenBinding
 from shared.streamid import StreamId
 
-__all__ = ["Resume", "format_cursor"]
+__all__ = ["Resume"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,3 @@ class Resume:
     binding: TokenBinding | None = None
     token_generation: int | None = None
     from_ring: bool = False  # vouched for by the hub's ring of recent events (no Redis read)
-
-
-def format_cursor(cursor: dict[str, StreamId]) -> str:
-    return ",".join(f"{job_id}:{position}" for job_id, position in cursor.items())

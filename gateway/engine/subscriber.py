@@ -12,7 +12,7 @@ from enum import Enum
 from gateway.engine.connection import Connection
 from gateway.engine.entry import Entry
 from gateway.engine.framing import SSE, Framing
-from gateway.engine.resume import Resume, format_cursor
+from gateway.engine.resume import Resume
 from shared.streamid import StreamId
 
 __all__ = ["Outcome", "Subscriber"]
@@ -38,6 +38,7 @@ class Subscriber:
         "finishing",
         "framing",
         "holding",
+        "marks",
         "open_jobs",
         "outbox",
         "wrote",
@@ -55,6 +56,13 @@ class Subscriber:
         self.framing = framing  # SSE or WebSocket: which bytes of each event it gets
         self.cursor: dict[str, StreamId | None] = {r.job_id: r.after for r in resumes}
         self.open_jobs = {r.job_id for r in resumes if not r.finished}
+        # A multi-job stream's cursor as the `job:id` parts of its `id:`, in the cursor's order
+        # (b"": no position yet): each event rewrites one part instead of the whole cursor.
+        self.marks: dict[str, bytes] | None = (
+            {job: b"" if at is None else _mark(job, at) for job, at in self.cursor.items()}
+            if composite
+            else None
+        )
         # Per job being joined: events announced live while its backfill reads the stream.
         self.holding: dict[str, list[Entry]] = {}
         self.outbox: list[bytes] = []
@@ -62,8 +70,15 @@ class Subscriber:
         self.wrote = False  # written to since the last ping round
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
-    def frame_for(self, job_id: str, entry: Entry) -> bytes:
-        if not self.composite:
+    def advance(self, job_id: str, entry: Entry) -> bytes:
+        """Move the cursor past `entry`; the event's frame for this stream."""
+        self.cursor[job_id] = entry.id
+        marks = self.marks
+        if marks is None:
             return self.framing.event(entry)
-        cursor = {job: pos for job, pos in self.cursor.items() if pos is not None}
-        return self.framing.event_as(entry, format_cursor(cursor))
+        marks[job_id] = _mark(job_id, entry.id)
+        return self.framing.event_as(entry, b",".join(filter(None, marks.values())))
+
+
+def _mark(job_id: str, position: StreamId) -> bytes:
+    return b"%s:%d-%d" % (job_id.encode(), position.ms, position.seq)

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from gateway.engine.entry import BadEntry, Entry
+from shared import sse
 from shared.events import EventType
 from shared.streamid import StreamId
 from tests.support import SSEParser
@@ -29,8 +30,10 @@ def test_an_entry_is_framed_with_its_stream_id_and_type() -> None:
 def test_framed_as_changes_only_the_id() -> None:
     entry = Entry.of("5-0", _payload("data"))
     parser = SSEParser()
-    [event] = parser.feed(entry.framed_as("a:5-0,b:7-1"))
+    framed = entry.framed_as(b"a:5-0,b:7-1")
+    [event] = parser.feed(framed)
 
+    assert framed == sse.frame(entry.payload, event="data", id="a:5-0,b:7-1")
     assert event.id == "a:5-0,b:7-1"
     assert event.event == "data"
     assert event.data.encode() == entry.payload
