@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from shared.cluster import POOL_WAIT_S, EventsCluster
 from shared.redisurl import is_cluster_url, node_url
 
 __all__ = [
@@ -28,15 +29,15 @@ __all__ = [
 
 # The client of the event streams: one Redis, or a cluster of them.
 EventsRedis: TypeAlias = Redis | RedisCluster
-# A cluster's pool holds this many connections per node at most. redis-py's cluster pools do
-# not wait for a free connection (a command past the bound fails with MaxConnectionsError, a
-# 503), so the bound is wider than a single Redis's.
-CLUSTER_CONNECTIONS_PER_NODE = 32
+# A cluster client runs this many commands at once at most (each on one connection per node
+# it touches), so no node has more of its connections busy; more wait (shared.cluster). Wider
+# than a single Redis's pool: one client spreads them over every master.
+CLUSTER_COMMANDS_IN_FLIGHT = 32
 
-# How long a command waits for a free connection of a bounded pool before failing. A storm of
-# 10,000 reconnects queues on a gateway's few connections for several seconds (bench/: 1-22
-# of 10,000-15,000 connects answered 503 with 10 s); waiting beats sending them away.
-POOL_WAIT_S = 30.0
+# How long a command waits for a free connection of a bounded pool before failing
+# (POOL_WAIT_S, in shared.cluster, as a cluster's commands wait as long). A storm of 10,000
+# reconnects queues on a gateway's few connections for several seconds (bench/: 1-22 of
+# 10,000-15,000 connects answered 503 with 10 s); waiting beats sending them away.
 
 
 class RetryPolicy(TypedDict):
@@ -71,19 +72,20 @@ def create_redis(url: str, *, max_connections: int | None = None, name: str | No
     return Redis.from_pool(pool)  # closing the client closes its pool
 
 
-def _cluster(url: str, *, max_connections: int | None, name: str | None) -> RedisCluster:
+def _cluster(url: str, *, max_connections: int | None, name: str | None) -> EventsCluster:
     """A cluster client seeded by `url`'s node; each node's connections retry as a single
-    Redis's do, and a connection error or MOVED makes it read the cluster's slots again."""
-    per_node = max(max_connections or 0, CLUSTER_CONNECTIONS_PER_NODE)
-    cluster: RedisCluster = RedisCluster.from_url(
+    Redis's do, a connection error or MOVED makes it read the cluster's slots again, and a
+    command waits for a free connection (`shared.cluster`)."""
+    cluster = EventsCluster.from_url(
         node_url(url),
+        commands_in_flight=max(max_connections or 0, CLUSTER_COMMANDS_IN_FLIGHT),
         socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,
         client_name=name,
-        max_connections=per_node,
         **retry_policy(),
     )
+    assert isinstance(cluster, EventsCluster)
     return cluster
 
 
