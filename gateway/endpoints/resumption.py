@@ -87,12 +87,19 @@ async def resume_points(svc: Services, viewer: Viewer, positions: Positions) -> 
     if unknown:
         raise UnknownJobs(unknown)
     return [
-        replace(
+        _opened_by(
+            viewer.token_generation(job_id),
             from_ring.get(job_id) or _resume(job_id, position, reads.stored[job_id]),
-            token_generation=viewer.token_generation(job_id),
         )
         for job_id, position in positions.items()
     ]
+
+
+def _opened_by(token_generation: int | None, resume: Resume) -> Resume:
+    # A copy only for a watch token: most resumes are opened with a key.
+    if token_generation is None:
+        return resume
+    return replace(resume, token_generation=token_generation)
 
 
 def count_resumes(counters: GatewayCounters, positions: Positions, resumes: list[Resume]) -> None:

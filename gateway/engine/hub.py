@@ -37,7 +37,7 @@ from gateway.engine.resume import Resume
 from gateway.engine.subscriber import Outcome, Subscriber
 from gateway.engine.watchlist import Watchlist
 from shared.clients import EventsRedis
-from shared.events import EventType, now_ms
+from shared.events import TERMINAL_TYPES, EventType, now_ms
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.state import JobStatus
@@ -255,9 +255,29 @@ class Hub:
         newer = None if position is None else feed.newer_than(position)
         if newer is None:
             return False
+        if subscriber.marks is None and newer and feed.job_id in subscriber.open_jobs:
+            self._replay_shared(subscriber, feed.job_id, newer)
+            return True
         for entry in newer:
             self._deliver(subscriber, feed.job_id, entry)
         return True
+
+    def _replay_shared(self, subscriber: Subscriber, job_id: str, newer: list[Entry]) -> None:
+        """A single-job stream's replay, as `_deliver` would make it event by event: the
+        ring's own frames queued at once, up to the first terminal event (a storm of
+        reconnects replays the ring thousands of times)."""
+        for count, entry in enumerate(newer, 1):
+            if entry.type in TERMINAL_TYPES:
+                del newer[count:]
+                break
+        subscriber.outbox.extend(map(subscriber.framing.event, newer))
+        last = newer[-1]
+        subscriber.cursor[job_id] = last.id
+        self.counters.events_delivered += len(newer)
+        self._dirty.add(subscriber)
+        self._schedule_flush()
+        if last.terminal:
+            self._close_job(subscriber, job_id)
 
     async def _write_now(self, subscriber: Subscriber) -> None:
         """Write the subscriber's outbox and wait until the client has taken most of it."""
