@@ -74,15 +74,6 @@ class EventsCluster(RedisCluster):
             event_dispatcher=manager._event_dispatcher,
         )
 
-    async def initialize(self) -> EventsCluster:
-        try:
-            await super().initialize()
-        except RedisClusterException as exc:
-            if isinstance(exc.__cause__, RedisClusterException):  # not a cluster at all
-                raise
-            raise ClusterUnavailable(f"the cluster's slot map cannot be read: {exc}") from exc
-        return self
-
     async def aclose(self) -> None:
         await super().aclose()
         manager = self.nodes_manager
@@ -172,7 +163,13 @@ class _RetiringNodesManager(NodesManager):
         self._retired: dict[int, ClusterNode] = {}
 
     async def initialize(self) -> None:
-        await super().initialize()
+        """Read the slot map again; ClusterUnavailable if no node answers for all of it."""
+        try:
+            await super().initialize()
+        except RedisClusterException as exc:
+            if isinstance(exc.__cause__, RedisClusterException):  # not a cluster at all
+                raise
+            raise ClusterUnavailable(f"the cluster's slot map cannot be read: {exc}") from exc
         await self.close_retired(idle_only=True)
 
     def set_nodes(
