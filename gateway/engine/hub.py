@@ -255,28 +255,28 @@ class Hub:
         newer = None if position is None else feed.newer_than(position)
         if newer is None:
             return False
-        if subscriber.marks is None and newer and feed.job_id in subscriber.open_jobs:
-            self._replay_shared(subscriber, feed.job_id, newer)
-            return True
-        for entry in newer:
-            self._deliver(subscriber, feed.job_id, entry)
+        if newer and feed.job_id in subscriber.open_jobs:
+            self._replay(subscriber, feed.job_id, newer)
         return True
 
-    def _replay_shared(self, subscriber: Subscriber, job_id: str, newer: list[Entry]) -> None:
-        """A single-job stream's replay, as `_deliver` would make it event by event: the
-        ring's own frames queued at once, up to the first terminal event (a storm of
-        reconnects replays the ring thousands of times)."""
+    def _replay(self, subscriber: Subscriber, job_id: str, newer: list[Entry]) -> None:
+        """`newer` queued at once, as `_deliver` would queue it event by event, up to the first
+        terminal event: a storm of reconnects replays the ring thousands of times. A single-job
+        stream gets the ring's own frames, shared."""
         for count, entry in enumerate(newer, 1):
             if entry.type in TERMINAL_TYPES:
                 del newer[count:]
                 break
-        subscriber.outbox.extend(map(subscriber.framing.event, newer))
-        last = newer[-1]
-        subscriber.cursor[job_id] = last.id
+        if subscriber.marks is None:
+            subscriber.outbox.extend(map(subscriber.framing.event, newer))
+            subscriber.cursor[job_id] = newer[-1].id
+        else:
+            advance = subscriber.advance
+            subscriber.outbox.extend([advance(job_id, entry) for entry in newer])
         self.counters.events_delivered += len(newer)
         self._dirty.add(subscriber)
         self._schedule_flush()
-        if last.terminal:
+        if newer[-1].terminal:
             self._close_job(subscriber, job_id)
 
     async def _write_now(self, subscriber: Subscriber) -> None:
