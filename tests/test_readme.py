@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright
 
 from jobwire.client.target import API_KEY_ENV, URL_ENV
 from shared.settings import Settings
@@ -49,6 +50,7 @@ from tests.support import (
     wait_until,
 )
 from tests.up_support import UpStack, clean_env, jobwire_up, read_until, running
+from tests.web_support import launch_chromium
 
 # The README's shell lines run in bash, the way a terminal runs them.
 BASH = ["bash", "-o", "pipefail", "-c"]
@@ -553,6 +555,10 @@ async def _my_jobs_run(tmp_path: Path, redis_server: RedisServer) -> None:
             done, served = await asyncio.gather(
                 terminal.run(submits, timeout=60), _served_by(client, lines, env, tmp_path)
             )
+            # "or open the page's link that `jobwire up` printed: the job is listed there too"
+            [job_id] = re.findall(r"^jobwire: job (\w+);", done.stderr)
+            [link] = re.findall(r"(http://\S+/#key=\S+)", stack.banner)
+            card = await _card_on_the_page(link, job_id)
 
     assert done.returncode == 0, done.stdout + done.stderr
     refusal, _, watched = done.stdout.partition("\n")
@@ -563,6 +569,22 @@ async def _my_jobs_run(tmp_path: Path, redis_server: RedisServer) -> None:
     # Each worker line, beside the stack's own worker, serves the jobs its line names.
     assert served[0].startswith("reports.build, demo.countdown, "), served
     assert served[1] == "reports.build"
+    assert "reports.build" in card, card
+    assert 'Result: {"month":"2025-05","pages":3}' in card, card
+
+
+async def _card_on_the_page(link: str, job_id: str) -> str:
+    """The text of the job's card on the page opened at `link`, once it shows it completed."""
+    async with async_playwright() as playwright:
+        browser = await launch_chromium(playwright)
+        try:
+            page = await browser.new_page()
+            await page.goto(link)
+            done = page.locator(f'.job[data-job-id="{job_id}"][data-status="completed"]')
+            await done.wait_for(timeout=scaled(15) * 1000)
+            return await done.inner_text()
+        finally:
+            await browser.close()
 
 
 async def _served_by(
