@@ -52,11 +52,8 @@ class LocalCluster:
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if binary is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are needed (.ci/run installs them)")
-        self.ports = [_node_port() for _ in range(self.masters_count * (1 + self.replicas))]
-        for port in self.ports:
-            self._start_node(binary, port)
-        for port in self.ports:
-            self._wait(lambda port=port: self._client(port).ping(), f"node {port} up", timeout)
+        count = self.masters_count * (1 + self.replicas)
+        self.ports = [self._start_on_a_free_port(binary, timeout) for _ in range(count)]
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         replicas = ["--cluster-replicas", str(self.replicas)]
         subprocess.run(
@@ -151,6 +148,30 @@ class LocalCluster:
             return False
         return bool(info.get("master_link_status") == "up")
 
+    def _start_on_a_free_port(self, binary: str, timeout: float) -> int:
+        """A node up on a port that was free when chosen; another process may take a port
+        between the check and the node's bind (the node then exits), so a few are tried."""
+        for _ in range(_PORT_TRIES):
+            port = _node_port()
+            self._start_node(binary, port)
+            process = self.processes[port]
+
+            def up(port: int = port, process: subprocess.Popen[bytes] = process) -> bool:
+                if process.poll() is not None:
+                    raise _NodeExited
+                return bool(self._client(port).ping())
+
+            try:
+                self._wait(up, f"node {port} up", timeout)
+            except _NodeExited:
+                del self.processes[port]
+                client = self._clients.pop(port, None)
+                if client is not None:
+                    client.close()
+                continue
+            return port
+        raise RuntimeError(f"no redis-server node started in {_PORT_TRIES} tries (see its log)")
+
     def _start_node(self, binary: str, port: int) -> None:
         self.processes[port] = subprocess.Popen(
             [
@@ -194,6 +215,13 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what}: not within {self._scaled(timeout):.3g}s")
             time.sleep(0.05)
+
+
+_PORT_TRIES = 5
+
+
+class _NodeExited(Exception):
+    """The node's process ended before it answered: most likely its port was taken."""
 
 
 def _node_port() -> int:
