@@ -70,7 +70,8 @@ class Child:
         self.busy = False
 
     @classmethod
-    async def start(cls, module: str, name: str) -> Child:
+    async def start(cls, module: str, name: str, cwd: Path | None = None) -> Child:
+        """`python -m module` from the repository (or `cwd`, whose packages come first)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -78,7 +79,7 @@ class Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT,
-            cwd=_REPO_ROOT,
+            cwd=cwd or _REPO_ROOT,
         )
         return cls(process, name)
 

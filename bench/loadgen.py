@@ -272,7 +272,9 @@ class LoadGenerator:
     async def _start(self) -> None:
         processes = min(self.load.processes, self.load.subscribers)
         paths, stream_jobs = self.load.streams(self.jobs, self.target)
-        self._publisher = await Child.start("bench.publishers", "publisher")
+        self._publisher = await Child.start(
+            "bench.publishers", "publisher", cwd=self.target.publisher_root
+        )
         for index in range(processes):
             self._subscribers.append(await Child.start("bench.subscribers", f"subscribers-{index}"))
         await asyncio.gather(

@@ -1,7 +1,9 @@
 """The bench's publishing process (`python -m bench.publishers`).
 
 Events go through the product's real publish path: `shared.publish.Publisher`, the one atomic
-script every job uses (Jobwire and the naive gateway read what it writes). Nchan gets the same
+script every job uses (Jobwire and the naive gateway read what it writes). For a gateway as
+committed at a ref, this process runs with that ref's `shared` package (see
+`Target.publisher_root`): its script publishes what that gateway listens for. Nchan gets the same
 event bytes over its HTTP publisher endpoint, on keep-alive connections.
 
 Each event's data is `{"seq": <n>, "t": <send time, µs>}`: `seq` counts from 1 per job, `t` is
@@ -21,9 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvloop
+from redis.asyncio import Redis, RedisCluster
 
 from bench.channel import Handler, raise_open_file_limit, serve
-from shared.clients import create_events_redis
 from shared.events import Event, EventType, encode_event, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
@@ -60,9 +62,18 @@ class RedisPublisher:
         if queue_redis_url:  # a cluster's settings name the queue beside it
             env["JOBWIRE_QUEUE_REDIS_URL"] = queue_redis_url
         settings = Settings.from_env(env)
-        self._redis = create_events_redis(
-            settings.events_redis_url, max_connections=MAX_LANES, name=BENCH_CLIENT_NAME
-        )
+        self._redis: Redis | RedisCluster
+        if queue_redis_url:
+            # Imported here: a tree from before clusters (jobwire@<ref>) publishes to one Redis.
+            from shared.clients import create_events_redis
+
+            self._redis = create_events_redis(
+                settings.events_redis_url, max_connections=MAX_LANES, name=BENCH_CLIENT_NAME
+            )
+        else:
+            self._redis = Redis.from_url(
+                redis_url, client_name=BENCH_CLIENT_NAME, max_connections=MAX_LANES
+            )
         self._publisher = Publisher(self._redis, settings)
 
     async def create(self, jobs: list[str]) -> None:

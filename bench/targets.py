@@ -103,6 +103,9 @@ class Target:
     more_pids: tuple[int, ...] = ()  # more gateway processes, each a tree of its own
     balancer_pids: tuple[int, ...] = ()  # the balancer in front of the gateways, measured apart
     redis_nodes: tuple[RedisServer, ...] = ()  # every node of a cluster; (): only `redis`
+    # Where the publisher runs from: a folder whose `shared` is the gateway's own (a gateway
+    # as committed at a ref listens for what that ref's publish script sends). None: this tree.
+    publisher_root: Path | None = None
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -183,12 +186,19 @@ def _start_server(
             command, tree = _gateway_command(name, run_dir)
             if tree != REPO_ROOT:
                 env["PYTHONPATH"] = str(tree)
+            publisher_root = _publisher_root(tree, run_dir)
             log = logs / f"{label.replace('@', '-').replace('*', 'x')}-gateway.log"
             process = stack.enter_context(service(name, command, env, log=log, cwd=tree))
             _ready(lambda: wait_for_http(name, port, "/healthz", process), log)
             _ready(lambda: wait_for_listeners(name, port, processes, process), log)
             yield Target(
-                name, port, process.pid, redis, redis_publisher, multi_events_path=MULTI_EVENTS_PATH
+                name,
+                port,
+                process.pid,
+                redis,
+                redis_publisher,
+                multi_events_path=MULTI_EVENTS_PATH,
+                publisher_root=publisher_root,
             )
         elif name == "naive":
             env = {"JOBWIRE_REDIS_URL": redis.url, "JOBWIRE_KEY_PREFIX": KEY_PREFIX}
@@ -268,6 +278,7 @@ def _behind_balancer(
             more_pids=tuple(process.pid for process in processes[1:]),
             balancer_pids=tuple(front.process.pid for front in fronts),
             redis_nodes=nodes,
+            publisher_root=_publisher_root(tree, run_dir),
         )
 
 
@@ -280,6 +291,19 @@ def _gateway_command(name: str, run_dir: Path) -> tuple[list[str], Path]:
     tree = run_dir / "tree"
     _export(ref, tree)
     return [sys.executable, "-c", _GATEWAY_FROM_TREE], tree
+
+
+def _publisher_root(tree: Path, run_dir: Path) -> Path | None:
+    """For a gateway from an exported `tree`: a folder holding this repository's `bench` and
+    the tree's `shared`, for the publisher to run from (its working directory comes first on
+    its import path). None for this tree."""
+    if tree == REPO_ROOT:
+        return None
+    root = run_dir / "publisher"
+    root.mkdir()
+    (root / "bench").symlink_to(REPO_ROOT / "bench")
+    (root / "shared").symlink_to(tree / "shared")
+    return root
 
 
 @contextmanager
