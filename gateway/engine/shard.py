@@ -167,9 +167,10 @@ class Shard:
 
     async def _connect(self) -> None:
         await self._disconnect()
-        connection = self._shards.connection_to(self.node)
+        # Held before it connects, so `_disconnect` closes it however this ends: redis-py
+        # leaves the socket open when its handshake is cancelled (the shard stopped meanwhile).
+        self._connection = connection = self._shards.connection_to(self.node)
         await connection.connect()  # type: ignore[no-untyped-call]
-        self._connection = connection
         await self._connected_hook(self, connection)
         self._connected = True
         self.down_since = None
