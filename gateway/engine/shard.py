@@ -222,6 +222,10 @@ class Shard:
         return True
 
     async def _send(self, connection: AbstractConnection, *args: str | bytes) -> None:
+        if not connection.is_connected:
+            # Dropped since (the shard stopped or reconnects, and subscribes anew): redis-py
+            # would connect it again to send, and leave that socket open, its answer unread.
+            return
         try:
             await connection.send_command(*args, check_health=False)
         except (RedisError, OSError) as exc:
