@@ -351,34 +351,31 @@ class MultiSubscriber(Subscriber):
         return sum(max(0, targets[job] - seq) for job, seq in self.seqs.items())
 
 
-class WebSocketSubscriber(Subscriber):
+class _WebSocketReading(Subscriber):
+    """After the upgrade's head, the frames' payloads instead of SSE lines."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            data = self._read_head(data)
+            if not data:
+                return
+        complete = _messages(self, data)
+        if complete:
+            self._frames(complete)
+
+
+class WebSocketSubscriber(_WebSocketReading):
     """One WebSocket to one job's stream."""
 
     __slots__ = ()
 
-    def data_received(self, data: bytes) -> None:
-        if not self._in_body:
-            data = self._read_head(data)
-            if not data:
-                return
-        complete = _messages(self, data)
-        if complete:
-            self._frames(complete)
 
-
-class MultiWebSocketSubscriber(MultiSubscriber):
+class MultiWebSocketSubscriber(_WebSocketReading, MultiSubscriber):
     """One WebSocket to a multi-job stream (`/events/ws?job=…`)."""
 
     __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        if not self._in_body:
-            data = self._read_head(data)
-            if not data:
-                return
-        complete = _messages(self, data)
-        if complete:
-            self._frames(complete)
 
 
 def _messages(subscriber: Subscriber, data: bytes) -> bytes:
