@@ -22,7 +22,9 @@ import redis
 from redis.asyncio import Redis
 
 from jobwire.client import sse
+from shared.events import EventType, make_event
 from shared.keys import Keys
+from shared.publish import Publisher
 from shared.settings import Settings
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "collect_events",
     "event_types",
     "free_port",
+    "publish_started",
     "raw_get",
     "read_events",
     "scaled",
@@ -316,3 +319,11 @@ def close_with_reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN (SO_LINGER 0), like a lost network."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+async def publish_started(publisher: Publisher, job_id: str, name: str = "bench") -> None:
+    """A job as a worker leaves it once it began: `queued`, then `started` (attempt 1)."""
+    queued = make_event(EventType.QUEUED, job_id, 0, {"name": name, "args": {}})
+    assert (await publisher.publish(queued, create=True)).accepted
+    started = make_event(EventType.STARTED, job_id, 1, {"attempt": 1})
+    assert (await publisher.publish(started)).accepted

@@ -103,10 +103,6 @@ async def _finish(publisher: Publisher, job_id: str, steps: int = 4) -> None:
     await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": job_id}))
 
 
-def _port(gateway: Gateway) -> int:
-    return int(gateway.url.rsplit(":", 1)[1])
-
-
 def _multi_path(job_ids: Sequence[str], tokens: Sequence[str] = ()) -> str:
     query = [("job", job_id) for job_id in job_ids] + [("token", token) for token in tokens]
     return "/events?" + urlencode(query)
@@ -187,9 +183,9 @@ async def test_ring_and_redis_resumes_send_the_same_events(
         which must be the same bytes."""
         headers = {"Last-Event-ID": position}
         async with redis_activity(redis) as ring_reads:
-            by_ring = await raw_get(_port(warm), path, headers)
+            by_ring = await raw_get(warm.port, path, headers)
         async with redis_activity(redis) as redis_reads:
-            by_redis = await raw_get(_port(cold), path, headers)
+            by_redis = await raw_get(cold.port, path, headers)
         assert ring_reads.commands == Counter(), "the ring vouched: no Redis read at all"
         assert redis_reads.commands["hgetall"] == job_count, "Redis vouched"
         assert (by_ring.status, by_ring.body) == (by_redis.status, by_redis.body)
@@ -248,12 +244,12 @@ async def test_a_position_the_stream_cannot_vouch_for_gets_a_reset(
 
     if route == "single":
         headers = {} if position is None else {"Last-Event-ID": position}
-        response = await raw_get(_port(gateway), f"/jobs/{job_id}/events", headers)
+        response = await raw_get(gateway.port, f"/jobs/{job_id}/events", headers)
         received = {job_id: response.event_ids()}
     else:
         cursor = {"companion": companion[1]} | ({} if position is None else {job_id: position})
         path = _multi_path(["companion", job_id])
-        response = await raw_get(_port(gateway), path, {"Last-Event-ID": _cursor(cursor)})
+        response = await raw_get(gateway.port, path, {"Last-Event-ID": _cursor(cursor)})
         received = _per_job(response)
         assert received["companion"] == companion[2:], "the other job resumes exactly"
 
@@ -277,8 +273,8 @@ async def test_a_job_whose_stream_is_gone_is_unknown(
     await _create(Publisher(redis, settings), "expiring")
     await redis.delete(Keys(settings.key_prefix).events("expiring"))
 
-    single = await raw_get(_port(gateway), "/jobs/expiring/events")
-    multi = await raw_get(_port(gateway), _multi_path(["expiring"]))
+    single = await raw_get(gateway.port, "/jobs/expiring/events")
+    multi = await raw_get(gateway.port, _multi_path(["expiring"]))
 
     assert single.status == multi.status == 404
     assert orjson.loads(single.body) == {"error": "job_not_found", "detail": "no job expiring"}
@@ -327,7 +323,7 @@ async def test_another_keys_job_is_unknown_even_when_the_ring_vouches(
     ids = await stream_ids(redis, lingering, job_id)
     position = ids[2]
     assert auth_gateway.hub.vouch(job_id, StreamId.parse(position)) is not None
-    port = _port(auth_gateway)
+    port = auth_gateway.port
     single, multi = f"/jobs/{job_id}/events", _multi_path([job_id])
 
     bobs_single = await raw_get(port, single, bearer(BOB_KEY) | {"Last-Event-ID": position})
@@ -362,7 +358,7 @@ async def test_a_token_resume_from_the_ring_reads_nothing_from_redis(
     ids = {job_id: await stream_ids(redis, lingering, job_id) for job_id in jobs}
     middle = {job_id: job_ids[3] for job_id, job_ids in ids.items()}
     last = {job_id: job_ids[-1] for job_id, job_ids in ids.items()}
-    port = _port(auth_gateway)
+    port = auth_gateway.port
     first = jobs[0]
 
     async with redis_activity(redis) as token_reads:
@@ -406,9 +402,9 @@ async def test_the_reads_of_n_jobs_take_one_round_trip(
         path, position = _multi_path(jobs), _cursor(last)
 
     # The first request opens the gateway's pooled connection (CLIENT SETNAME and the like).
-    assert (await raw_get(_port(gateway), path, {"Last-Event-ID": position})).status == 204
+    assert (await raw_get(gateway.port, path, {"Last-Event-ID": position})).status == 204
     async with redis_activity(redis) as activity:
-        response = await raw_get(_port(gateway), path, {"Last-Event-ID": position})
+        response = await raw_get(gateway.port, path, {"Last-Event-ID": position})
 
     assert response.status == 204
     assert activity.commands == Counter({"hgetall": count, "xrange": count})
@@ -429,7 +425,7 @@ async def test_a_mixed_resume_reads_owners_and_the_rest_in_one_round_trip(
     jobs = [*watched, unwatched]
     last = {job_id: (await stream_ids(redis, lingering, job_id))[-1] for job_id in jobs}
     headers = bearer(ALICE_KEY) | {"Last-Event-ID": _cursor(last)}
-    port = _port(auth_gateway)
+    port = auth_gateway.port
 
     async with redis_activity(redis) as activity:
         alices = await raw_get(port, _multi_path(jobs), headers)

@@ -24,7 +24,7 @@ from tests.auth_support import (
 )
 from tests.conftest import Gateway, StartGateway
 from tests.socket_support import read_socket, refusal, ws_url
-from tests.support import stream_ids, submit, wait_until
+from tests.support import publish_started, stream_ids, submit, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,12 +33,6 @@ async def _publish(publisher: Publisher, job_id: str, count: int, size: int = 0)
     for n in range(count):
         data = {"current": n, "pad": "x" * size}
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
-
-
-async def _start(publisher: Publisher, job_id: str) -> None:
-    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "test", "args": {}})
-    assert (await publisher.publish(queued, create=True)).accepted
-    await publisher.publish(make_event(EventType.STARTED, job_id, 1, {"attempt": 1}))
 
 
 async def _finish(publisher: Publisher, job_id: str) -> None:
@@ -69,7 +63,7 @@ async def test_resume_from_any_id_gets_exactly_the_rest(
     gateway = await start_gateway()
     publisher = Publisher(redis, settings)
     job_id = f"ws-resume-{cut_after}"
-    await _start(publisher, job_id)
+    await publish_started(publisher, job_id)
     await _publish(publisher, job_id, 5)
     url = ws_url(gateway.url, f"/jobs/{job_id}/ws")
     first = await read_socket(url, limit=cut_after)
@@ -90,7 +84,7 @@ async def test_a_position_the_stream_cannot_vouch_for_gets_reset_with_the_snapsh
     gateway = await start_gateway()
     publisher = Publisher(redis, settings)
     job_id = "ws-reset"
-    await _start(publisher, job_id)
+    await publish_started(publisher, job_id)
     await _finish(publisher, job_id)
     read = await read_socket(ws_url(gateway.url, f"/jobs/{job_id}/ws?last_event_id=1-0"))
 
@@ -109,7 +103,7 @@ async def test_several_jobs_resume_from_the_cursor(
     publisher = Publisher(redis, settings)
     jobs = ["ws-multi-a", "ws-multi-b"]
     for job_id in jobs:
-        await _start(publisher, job_id)
+        await publish_started(publisher, job_id)
     url = ws_url(gateway.url, "/events/ws?job=ws-multi-a&job=ws-multi-b")
     first = await read_socket(url, limit=3)
     cursor = first.ids[-1]
@@ -187,7 +181,7 @@ async def test_a_websocket_that_never_reads_is_cut_and_harms_no_one(
     gateway = await start_gateway(settings.replace(max_buffer_bytes=limit))
     publisher = Publisher(redis, settings)
     job_id = "ws-flooded"
-    await _start(publisher, job_id)
+    await publish_started(publisher, job_id)
     port = urlsplit(gateway.url).port
     assert port is not None
     stalled = [await _unread_socket(port, f"/jobs/{job_id}/ws") for _ in range(5)]
@@ -226,7 +220,7 @@ async def test_handshakes_are_counted_in_the_request_tally_by_route_and_status(
     gateway = await start_gateway()
     publisher = Publisher(redis, settings)
     job_id = "ws-tallied"
-    await _start(publisher, job_id)
+    await publish_started(publisher, job_id)
     await _finish(publisher, job_id)
     single = ws_url(gateway.url, f"/jobs/{job_id}/ws")
     for _ in range(2):

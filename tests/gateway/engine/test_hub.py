@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
-from urllib.parse import urlsplit
 
 import pytest
 from redis.asyncio import Redis
@@ -22,6 +21,7 @@ from tests.support import (
     RawResponse,
     close_with_reset,
     open_unread_stream,
+    publish_started,
     raw_get,
     read_events,
     scaled,
@@ -30,18 +30,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _port(gateway: Gateway) -> int:
-    port = urlsplit(gateway.url).port
-    assert port is not None
-    return port
-
-
-async def _start_job(publisher: Publisher, job_id: str) -> None:
-    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
-    assert (await publisher.publish(queued, create=True)).accepted
-    await publisher.publish(make_event(EventType.STARTED, job_id, 1, {"attempt": 1}))
 
 
 async def _publish(publisher: Publisher, job_id: str, count: int, size: int = 0) -> None:
@@ -61,7 +49,7 @@ async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
     publisher = Publisher(redis, settings)
     rng = random.Random(5)
     job_id = "hot-job"
-    await _start_job(publisher, job_id)
+    await publish_started(publisher, job_id)
     watchers: list[asyncio.Task[RawResponse]] = []
     published = await stream_ids(redis, settings, job_id)
     total = 1000
@@ -74,7 +62,7 @@ async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
             # its ring, sometimes one it has not announced yet).
             position = rng.choice([None, *published[-5:]])
             headers = {} if position is None else {"Last-Event-ID": position}
-            watchers.append(asyncio.create_task(raw_get(_port(gateway), path, headers)))
+            watchers.append(asyncio.create_task(raw_get(gateway.port, path, headers)))
         progress = make_event(EventType.PROGRESS, job_id, 1, {"current": n})
         published.append(str((await publisher.publish(progress)).id))
     await _finish(publisher, job_id)
@@ -95,9 +83,9 @@ async def test_redis_connections_stay_constant_whatever_the_subscribers(
     publisher = Publisher(redis, settings)
     jobs = [f"conn-{n}" for n in range(20)]
     for job_id in jobs:
-        await _start_job(publisher, job_id)
+        await publish_started(publisher, job_id)
     watchers = [
-        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{jobs[n % 20]}/events"))
+        asyncio.create_task(raw_get(gateway.port, f"/jobs/{jobs[n % 20]}/events"))
         for n in range(400)
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 400, timeout=30)
@@ -122,10 +110,10 @@ async def test_nothing_outlives_its_subscribers(
     publisher = Publisher(redis, settings)
     jobs = [f"leave-{n}" for n in range(5)]
     for job_id in jobs:
-        await _start_job(publisher, job_id)
+        await publish_started(publisher, job_id)
     tasks_before = len(asyncio.all_tasks())
     watchers = [
-        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+        asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
         for job_id in jobs
         for _ in range(10)
     ]
@@ -156,9 +144,9 @@ async def test_lost_pubsub_connection_is_caught_up_from_the_stream(
     gateway = await start_gateway()
     publisher = Publisher(redis, settings)
     job_id = "reconnecting-job"
-    await _start_job(publisher, job_id)
+    await publish_started(publisher, job_id)
     watchers = [
-        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events")) for _ in range(20)
+        asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events")) for _ in range(20)
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 20)
     for _ in range(3):
@@ -180,10 +168,10 @@ async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
     gateway = await start_gateway(settings.replace(max_buffer_bytes=limit))
     publisher = Publisher(redis, settings)
     job_id = "flooded-job"
-    await _start_job(publisher, job_id)
+    await publish_started(publisher, job_id)
     path = f"/jobs/{job_id}/events"
-    stalled = [await open_unread_stream(_port(gateway), path) for _ in range(1000)]
-    reader = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    stalled = [await open_unread_stream(gateway.port, path) for _ in range(1000)]
+    reader = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1001, timeout=30)
     peak = 0
     for _ in range(20):
@@ -210,10 +198,10 @@ async def test_connections_dying_mid_write_do_not_stop_delivery(
     gateway = await start_gateway()
     publisher = Publisher(redis, settings)
     job_id = "dying-job"
-    await _start_job(publisher, job_id)
-    dying = [await open_unread_stream(_port(gateway), f"/jobs/{job_id}/events") for _ in range(50)]
+    await publish_started(publisher, job_id)
+    dying = [await open_unread_stream(gateway.port, f"/jobs/{job_id}/events") for _ in range(50)]
     survivors = [
-        asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events")) for _ in range(5)
+        asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events")) for _ in range(5)
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 55)
     for n, sock in enumerate(dying):
@@ -234,7 +222,7 @@ async def test_a_silent_running_job_is_reported_stalled_until_it_speaks(
     gateway = await start_gateway(quick)
     publisher = Publisher(redis, quick)
     job_id = "silent-job"
-    await _start_job(publisher, job_id)
+    await publish_started(publisher, job_id)
     async with (
         gateway.client() as client,
         client.stream("GET", f"/jobs/{job_id}/events") as response,
@@ -266,8 +254,8 @@ async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
     gateway = await start_gateway(settings.replace(hub_ring_bytes=ring_bytes))
     publisher = Publisher(redis, settings)
     job_id = "large-events"
-    await _start_job(publisher, job_id)
-    watcher = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    await publish_started(publisher, job_id)
+    watcher = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
     await _publish(publisher, job_id, 30, size=10_000)  # ~20 KB per entry: frame + payload
     await wait_until(lambda: gateway.hub.counts()["ring_entries"] > 0)
@@ -280,7 +268,7 @@ async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
     positions = (1, 10, len(stored) - 2)
     resumes = [
         asyncio.create_task(
-            raw_get(_port(gateway), f"/jobs/{job_id}/events", {"Last-Event-ID": stored[n]})
+            raw_get(gateway.port, f"/jobs/{job_id}/events", {"Last-Event-ID": stored[n]})
         )
         for n in positions
     ]
@@ -310,8 +298,8 @@ async def test_streams_on_one_kept_alive_connection_do_not_pile_up_in_memory(
     gateway = await start_gateway(settings.replace(hub_linger_s=600))
     publisher = Publisher(redis, settings)
     job_id = "kept-alive"
-    await _start_job(publisher, job_id)
-    watcher = asyncio.create_task(raw_get(_port(gateway), f"/jobs/{job_id}/events"))
+    await publish_started(publisher, job_id)
+    watcher = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
     await _publish(publisher, job_id, 1)
     await _finish(publisher, job_id)
@@ -320,7 +308,7 @@ async def test_streams_on_one_kept_alive_connection_do_not_pile_up_in_memory(
     request = (
         f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {stored[-2]}\r\n\r\n"
     ).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", _port(gateway))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     streams, batch = 10_000, 50
     try:
         for _ in range(streams // batch):

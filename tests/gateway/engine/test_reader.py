@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -24,18 +23,20 @@ from shared.keys import Keys
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, SSEParser, raw_get, scaled, stream_ids, wait_until
+from tests.support import (
+    RawResponse,
+    SSEParser,
+    publish_started,
+    raw_get,
+    scaled,
+    stream_ids,
+    wait_until,
+)
 from tests.watchers import Watch, watch_client, watch_job
 
 pytestmark = pytest.mark.timeout(60)
 
 JOBS = ("poisoned", "bystander")
-
-
-def _port(gateway: Gateway) -> int:
-    port = urlsplit(gateway.url).port
-    assert port is not None
-    return port
 
 
 def _event(event_type: EventType, **fields: object) -> bytes:
@@ -71,12 +72,6 @@ BAD_MESSAGES: dict[str, Callable[[], bytes]] = {
 }
 
 
-async def _start_job(publisher: Publisher, job_id: str) -> None:
-    queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
-    assert (await publisher.publish(queued, create=True)).accepted
-    await publisher.publish(make_event(EventType.STARTED, job_id, 1, {"attempt": 1}))
-
-
 async def _publish(publisher: Publisher, job_id: str, count: int) -> None:
     for n in range(count):
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
@@ -95,7 +90,7 @@ async def _both_jobs_watched(
     publisher = Publisher(redis, settings)
     keys = Keys(settings.key_prefix)
     for job_id in JOBS:
-        await _start_job(publisher, job_id)
+        await publish_started(publisher, job_id)
     return gateway, publisher, keys, await _watch_both_jobs(gateway, redis, keys)
 
 
@@ -104,7 +99,7 @@ async def _watch_both_jobs(
 ) -> list[asyncio.Task[RawResponse]]:
     """Two streams of the first job, one of the second, one of both; returns once every one
     is subscribed (a message published from then on reaches the hub)."""
-    port = _port(gateway)
+    port = gateway.port
     paths = [f"/jobs/{JOBS[0]}/events"] * 2 + [
         f"/jobs/{JOBS[1]}/events",
         "/events?job=poisoned&job=bystander",
@@ -253,7 +248,7 @@ async def test_a_stream_that_lost_what_the_hub_delivered_ends_its_streams_into_a
     publisher = Publisher(redis, settings)
     keys = Keys(settings.key_prefix)
     job_id = JOBS[0]
-    await _start_job(publisher, job_id)
+    await publish_started(publisher, job_id)
     async with watch_client(gateway.url) as client:
         watches = [Watch(job_id) for _ in range(3)]
         watching = [
