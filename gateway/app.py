@@ -54,7 +54,7 @@ EVENTS_CONNECTIONS = 4
 QUEUE_CONNECTIONS = 2
 
 
-def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlette:
+def create_app(settings: Settings, *, metrics_dir: str | None = None) -> GatewayApp:
     """The gateway app. `app.state.shutdown` is set when the server begins shutting down.
     `metrics_dir`: where the processes sharing the port keep their metrics (prometheus_client's
     multiprocess mode, `gateway.processes.supervisor`); None for a process on its own.
@@ -134,6 +134,8 @@ def create_app(settings: Settings, *, metrics_dir: str | None = None) -> Starlet
     app = GatewayApp(
         job_events=stream.events,
         multi_events=multistream.events,
+        job_events_in_ring=stream.events_in_ring,
+        multi_events_in_ring=multistream.events_in_ring,
         job_socket=sockets.job_socket,
         multi_socket=sockets.multi_socket,
         routes=routes,

@@ -9,6 +9,11 @@ usual. Every request, by either path, gets its request id here (`gateway.endpoin
 HEAD, which Starlette's routes take wherever they take GET, comes here with its GET: the
 endpoints answer it with headers alone (`gateway.endpoints.stream.respond`), by either path.
 
+In a reconnect storm most stream GETs resume at a position the hub's ring vouches for: those are
+answered without any ASGI call (`stream_in_ring`, called by the server's protocol as the
+request's head ends), with the same response, headers, request id and count; anything the ring
+cannot answer alone takes the ASGI path (docs/architecture.md, "Reconnect storms").
+
 The same streams over a WebSocket (`/jobs/{id}/ws`, `/events/ws`) are dispatched here too,
 whatever their `Origin` (`gateway.endpoints.sockets` checks it): an error is answered with the
 same JSON response, which Starlette sends as the WebSocket's HTTP denial, before any upgrade.
@@ -27,10 +32,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.endpoints.requestlog import request_id, tagged_send
 from gateway.endpoints.tally import ACCEPTED_SOCKET, RequestTally
+from gateway.engine.response import EventStreamResponse
 
 __all__ = ["GatewayApp"]
 
 Endpoint = Callable[[Request], Awaitable[ASGIApp]]
+InRingEndpoint = Callable[[HTTPConnection], EventStreamResponse | None]
 SocketEndpoint = Callable[[HTTPConnection], Awaitable[ASGIApp]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -45,6 +52,8 @@ class GatewayApp(Starlette):
         *,
         job_events: Endpoint,
         multi_events: Endpoint,
+        job_events_in_ring: InRingEndpoint,
+        multi_events_in_ring: InRingEndpoint,
         job_socket: SocketEndpoint,
         multi_socket: SocketEndpoint,
         exception_handlers: Mapping[Any, ExceptionHandler],
@@ -55,6 +64,10 @@ class GatewayApp(Starlette):
         self._tally = tally
         self._job_events = job_events
         self._multi_events = multi_events
+        self._in_ring: dict[Endpoint, InRingEndpoint] = {
+            job_events: job_events_in_ring,
+            multi_events: multi_events_in_ring,
+        }
         self._job_socket = job_socket
         self._multi_socket = multi_socket
         self._handlers = exception_handlers
@@ -78,6 +91,25 @@ class GatewayApp(Starlette):
         except Exception as exc:
             response = await self._handler_for(exc)(request, exc)
         await response(scope, receive, send)
+
+    def stream_in_ring(self, scope: Scope) -> tuple[EventStreamResponse, str] | None:
+        """A stream GET's response and request id when the hub's ring answers it alone, counted
+        as the ASGI path counts it; None, having taken nothing, for any other request. For the
+        server's protocol, which writes the head and holds the stream; call it in a context
+        of the request's own, where its request id is set."""
+        if scope["method"] != "GET":
+            return None
+        endpoint = self._stream_endpoint(scope)
+        if endpoint is None:
+            return None
+        scope["app"] = self
+        response = self._in_ring[endpoint](HTTPConnection(scope))
+        if response is None:
+            return None
+        chosen = request_id(scope)
+        if self._tally is not None:
+            self._tally.count(scope, 200)
+        return response, chosen
 
     def _stream_endpoint(self, scope: Scope) -> Endpoint | None:
         if scope["type"] != "http" or scope["method"] not in _METHODS:

@@ -38,7 +38,7 @@ from gateway.engine.resume import Resume
 from shared.state import OWNER, TERMINAL_STATUSES, JobStatus, TokenBinding, binding_of, snapshot
 from shared.streamid import StreamId
 
-__all__ = ["UnknownJobs", "count_resumes", "resume_points"]
+__all__ = ["UnknownJobs", "count_resumes", "resume_points", "resume_points_in_ring"]
 
 Positions = Mapping[str, StreamId | None]
 
@@ -93,6 +93,19 @@ async def resume_points(svc: Services, viewer: Viewer, positions: Positions) -> 
         )
         for job_id, position in positions.items()
     ]
+
+
+def resume_points_in_ring(hub: Hub, viewer: Viewer, positions: Positions) -> list[Resume] | None:
+    """`resume_points` when the ring alone answers it, read synchronously: every job's position
+    vouched for by the ring (and its token, if any, trusted), and no `owner` to read for an
+    API key. None when anything would need Redis; `resume_points` then answers, refusals
+    included."""
+    if viewer.reads_owner:  # without an API key, a job is seen by the token that opens it
+        return None
+    from_ring = _vouched_by_ring(hub, viewer, positions)
+    if len(from_ring) != len(positions):
+        return None
+    return [_opened_by(viewer.token_generation(job_id), from_ring[job_id]) for job_id in positions]
 
 
 def _opened_by(token_generation: int | None, resume: Resume) -> Resume:

@@ -4,6 +4,11 @@ Where the stream resumes is decided in `gateway.endpoints.resumption` (the same 
 `GET /events`, for a list of one); delivery in `gateway.engine.hub`. Both routes answer through
 `respond`: the per-key limits first, then Redis, then the stream — or, for HEAD, the status and
 headers the GET would get, without a body, a stream or a slot.
+
+`events_in_ring` (and `respond_in_ring`) is the same request answered synchronously when the
+hub's ring vouches for every position: what `gateway.endpoints.dispatch` serves without an
+ASGI call in a reconnect storm. It answers only that case and returns None for anything else
+(an error included), which the ASGI path then answers.
 """
 
 from __future__ import annotations
@@ -16,10 +21,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from gateway.endpoints.auth import Viewer, require_viewer
+from gateway.endpoints.errors import APIError
 from gateway.endpoints.limits import limits
 from gateway.endpoints.lookup import job_not_found, path_job_id
 from gateway.endpoints.position import parse_position, requested
-from gateway.endpoints.resumption import UnknownJobs, count_resumes, resume_points
+from gateway.endpoints.resumption import (
+    UnknownJobs,
+    count_resumes,
+    resume_points,
+    resume_points_in_ring,
+)
 from gateway.endpoints.services import Services, services
 from gateway.engine.framing import WEBSOCKET
 from gateway.engine.response import (
@@ -32,7 +43,14 @@ from gateway.engine.resume import Resume
 from shared import sse
 from shared.streamid import StreamId
 
-__all__ = ["event_stream", "events", "respond", "websocket_stream"]
+__all__ = [
+    "event_stream",
+    "events",
+    "events_in_ring",
+    "respond",
+    "respond_in_ring",
+    "websocket_stream",
+]
 
 # A GET's headers, less the framing of a body that a HEAD does not have.
 _HEAD_HEADERS = {name.decode(): value.decode() for name, value in HEADERS}
@@ -41,14 +59,28 @@ del _HEAD_HEADERS["transfer-encoding"]
 
 async def events(request: HTTPConnection) -> ASGIApp:
     """`GET /jobs/{id}/events`, and `/jobs/{id}/ws` over a WebSocket."""
+    viewer, positions = _asked(request)
+    try:
+        return await respond(request, viewer, positions)
+    except UnknownJobs as exc:
+        raise job_not_found(exc.job_ids[0]) from None
+
+
+def events_in_ring(request: HTTPConnection) -> EventStreamResponse | None:
+    """`events` when the ring answers it alone; None for anything else."""
+    try:
+        viewer, positions = _asked(request)
+    except APIError:
+        return None
+    return respond_in_ring(request, viewer, positions)
+
+
+def _asked(request: HTTPConnection) -> tuple[Viewer, dict[str, StreamId | None]]:
+    """Who asks, and from where in the job: 400, 401 or 403 when the request says neither."""
     job_id = path_job_id(request)
     viewer = require_viewer(request, [job_id])
     raw = requested(request)
-    position = None if raw is None else parse_position(raw)
-    try:
-        return await respond(request, viewer, {job_id: position})
-    except UnknownJobs:
-        raise job_not_found(job_id) from None
+    return viewer, {job_id: None if raw is None else parse_position(raw)}
 
 
 async def respond(
@@ -80,6 +112,27 @@ async def respond(
         if _finished(resumes):
             return Response(status_code=204)
         return event_stream(svc, resumes, composite=composite, release=slot.hand_over())
+
+
+def respond_in_ring(
+    request: HTTPConnection,
+    viewer: Viewer,
+    positions: Mapping[str, StreamId | None],
+    *,
+    composite: bool = False,
+) -> EventStreamResponse | None:
+    """`respond`'s event stream, when the ring vouches for every position and the viewer may
+    open one more stream; None, having taken nothing, for any other answer."""
+    svc = services(request)
+    resumes = resume_points_in_ring(svc.hub, viewer, positions)
+    if resumes is None or _finished(resumes):
+        return None
+    try:
+        slot = limits(request).open_stream(viewer.counted_keys)
+    except APIError:  # refused: the ASGI path refuses it again, with its 429
+        return None
+    count_resumes(svc.hub.counters, positions, resumes)
+    return event_stream(svc, resumes, composite=composite, release=slot.hand_over())
 
 
 def _finished(resumes: list[Resume]) -> bool:

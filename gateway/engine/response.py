@@ -82,7 +82,7 @@ class EventStreamResponse:
                 raise
             finally:
                 direct.uncork()
-            direct.hold(asyncio.get_running_loop().create_task(self._held(direct)))
+            direct.hold(asyncio.get_running_loop().create_task(self.held(direct)))
             return
         try:
             await _start(send)
@@ -92,7 +92,9 @@ class EventStreamResponse:
         finally:
             self._release()
 
-    async def _held(self, connection: TransportConnection) -> None:
+    async def held(self, connection: TransportConnection) -> None:
+        """Carries the stream on `connection`, whose head is written with the first frames,
+        to its end."""
         try:
             outcome = await self._serve(connection)
             await self._finish(connection, outcome, connection.end_held)

@@ -10,6 +10,13 @@ headers over `MAX_HEAD_BYTES`, or more than `MAX_HEADERS` headers, is answered 4
 connection closed (uvicorn's httptools protocol would accept any size); and, under
 `GatewayServer`, a head must arrive within `JOBWIRE_HEAD_TIMEOUT_S` (`HeadDeadlines`).
 
+A stream GET whose position the hub's ring vouches for (most of a reconnect storm) is answered
+here as its head ends, without uvicorn's request cycle, task or ASGI call: the app's
+`stream_in_ring` (`gateway.endpoints.dispatch`) gives the response, this protocol writes its
+head with the first frames and holds the stream, and writes uvicorn's access line. Anything
+else (another route, a pipelined request, a proxy's forwarded address to log) goes to uvicorn
+as usual. Measured in bench/README.md ("Reconnect storms").
+
 Why a head needs a time limit: uvicorn arms no timer until a first response is sent (its
 keep-alive timeout only covers the silence after one, and any byte cancels it), so a
 connection that trickles a head, or never speaks, would be held for ever — slowloris, which
@@ -19,17 +26,26 @@ ties up a descriptor per connection until the open-file limit refuses everyone.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
 from gateway.engine.connection import TRANSPORT_EXTENSION, TransportConnection
+from gateway.engine.response import HEADERS, EventStreamResponse
 
 __all__ = [
     "MAX_HEADERS",
@@ -37,6 +53,7 @@ __all__ = [
     "GatewayServerState",
     "HeadDeadlines",
     "LeanFlowControl",
+    "StreamInRing",
     "StreamingHttpProtocol",
 ]
 
@@ -121,12 +138,24 @@ class HeadDeadlines:
             self.sweep()
 
 
-class GatewayServerState(ServerState):
-    """What uvicorn shares between one server's connections, and the heads they await."""
+# A stream GET's scope: its response and request id when the ring answers it alone, else None
+# (`gateway.endpoints.dispatch.GatewayApp.stream_in_ring`).
+StreamInRing = Callable[[dict[str, Any]], tuple[EventStreamResponse, str] | None]
 
-    def __init__(self, head_deadlines: HeadDeadlines) -> None:
+_REQUEST_ID = b"x-request-id"
+_FORWARDED = b"x-forwarded-for"
+
+
+class GatewayServerState(ServerState):
+    """What uvicorn shares between one server's connections, the heads they await (None: no
+    time limit) and the app's answer to stream requests the ring vouches for."""
+
+    def __init__(
+        self, head_deadlines: HeadDeadlines | None, stream_in_ring: StreamInRing | None = None
+    ) -> None:
         super().__init__()
         self.head_deadlines = head_deadlines
+        self.stream_in_ring = stream_in_ring
 
 
 class LeanFlowControl(FlowControl):
@@ -261,6 +290,11 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         state = self.server_state
         return state.head_deadlines if isinstance(state, GatewayServerState) else None
 
+    @property
+    def _stream_in_ring(self) -> StreamInRing | None:
+        state = self.server_state
+        return state.stream_in_ring if isinstance(state, GatewayServerState) else None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = LeanFlowControl(transport)
@@ -308,10 +342,16 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         heads = self._heads
         if heads is not None:
             heads.end(self)
-        super().on_headers_complete()
+        if not self._answered_in_ring():
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._holding():  # a held stream reads no body
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if not self._holding():
+            super().on_message_complete()
         self._state.in_head = True
         self._state.head_bytes = 0
 
@@ -328,6 +368,86 @@ class StreamingHttpProtocol(HttpToolsProtocol):
             heads.end(self)
         if self._state.connection is not None:
             self._state.connection.connection_lost()
+
+    # -- stream requests the ring answers ---------------------------------------------------
+
+    def _answered_in_ring(self) -> bool:
+        """Answers the request whose head just ended if it is a stream GET the hub's ring
+        vouches for; False, and nothing done, for any other."""
+        stream_in_ring = self._stream_in_ring
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        parser = self.parser
+        if (
+            stream_in_ring is None
+            or parser.get_method() != b"GET"
+            or parser.should_upgrade()
+            or (self.cycle is not None and not self.cycle.response_complete)  # pipelined
+            or self.limit_concurrency is not None
+            or self.root_path
+            or (self._logs_access() and any(name == _FORWARDED for name, _ in self.headers))
+        ):
+            return False
+        url = httptools.parse_url(self.url)
+        path = url.path.decode("ascii")
+        if "%" in path:
+            return False
+        scope.update(method="GET", path=path, raw_path=url.path, query_string=url.query or b"")
+        http_version = parser.get_http_version()
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        # The request's id and log lines live in a context of its own, as in uvicorn's task.
+        context = contextvars.copy_context()
+        try:
+            answer = context.run(stream_in_ring, scope)
+        except Exception:  # a fault here must cost speed, never the answer
+            self.logger.exception("a stream request could not be answered from the ring")
+            return False
+        if answer is None:
+            return False
+        response, request_id = answer
+        keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        context.run(self._log_access, scope)
+        connection = self._state.connection
+        assert connection is not None
+        connection.keep_head(self._head(request_id, keep_alive))
+        task = self.loop.create_task(response.held(connection), context=context)
+        held = _HeldResponse(keep_alive, disconnected=False)
+        self.cycle = held  # type: ignore[assignment]
+        self._keep(held, task)
+        self.scope = None  # type: ignore[assignment]
+        self.headers = None  # type: ignore[assignment]
+        self.url = b""
+        return True
+
+    def _holding(self) -> bool:
+        """Whether the response being answered is a held stream."""
+        cycle: object = self.cycle
+        return isinstance(cycle, _HeldResponse)
+
+    def _logs_access(self) -> bool:
+        return self.access_log and self.access_logger.isEnabledFor(logging.INFO)
+
+    def _log_access(self, scope: dict[str, Any]) -> None:
+        """uvicorn's access line, as its cycle writes it when a response starts."""
+        if self._logs_access():
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),  # type: ignore[arg-type]
+                scope["method"],
+                get_path_with_query_string(scope),  # type: ignore[arg-type]
+                scope["http_version"],
+                200,
+            )
+
+    def _head(self, request_id: str, keep_alive: bool) -> bytes:
+        """A held stream's response head, as uvicorn's cycle writes it."""
+        headers = [*self.server_state.default_headers, *HEADERS]
+        headers.append((_REQUEST_ID, request_id.encode("latin-1")))
+        lines = [STATUS_LINE[200], *(b"%b: %b\r\n" % header for header in headers)]
+        if not keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     # -- held streams (gateway.engine.connection.ResponseHolder) ---------------------------
 
@@ -354,14 +474,17 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         held = _HeldResponse(cycle.keep_alive, cycle.disconnected)
         # Nothing more goes through uvicorn's cycle: its task returns without a complaint.
         cycle.response_complete = True
-        if self.cycle is cycle:
-            self.cycle = held  # type: ignore[assignment]
         if self.scope is cycle.scope:  # the request's objects are not kept for the stream
             self.scope = None  # type: ignore[assignment]
             self.headers = None  # type: ignore[assignment]
             self.url = b""
+        if self.cycle is cycle:
+            self.cycle = held  # type: ignore[assignment]
+        self._keep(held, task)
+
+    def _keep(self, held: _HeldResponse, task: asyncio.Task[None]) -> None:
         self._state.held = held
-        # uvicorn's shutdown waits for the server's tasks: this one too, as for the request's.
+        # uvicorn's shutdown waits for the server's tasks: this one too, as for a request's.
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -12,7 +12,12 @@ from uvicorn.config import LOGGING_CONFIG
 
 from gateway.app import create_app
 from gateway.processes.gcpolicy import GcPolicy
-from gateway.processes.protocol import GatewayServerState, HeadDeadlines, StreamingHttpProtocol
+from gateway.processes.protocol import (
+    GatewayServerState,
+    HeadDeadlines,
+    StreamingHttpProtocol,
+    StreamInRing,
+)
 from gateway.processes.wsprotocol import StreamingWebSocketProtocol
 from shared.settings import Settings
 
@@ -34,7 +39,9 @@ class GatewayServer(uvicorn.Server):
 
     With `head_timeout_s`, its connections share a `HeadDeadlines` (through uvicorn's
     `server_state`, which uvicorn hands every connection it makes), swept by one task while the
-    server runs; without, request heads have no time limit, as under plain uvicorn.
+    server runs; without, request heads have no time limit, as under plain uvicorn. With
+    `stream_in_ring` (the app's), they answer the stream requests the ring vouches for
+    themselves (`gateway.processes.protocol`).
     """
 
     def __init__(
@@ -44,11 +51,11 @@ class GatewayServer(uvicorn.Server):
         gc_policy: GcPolicy | None = None,
         *,
         head_timeout_s: float | None = None,
+        stream_in_ring: StreamInRing | None = None,
     ) -> None:
         super().__init__(config)
         self.head_deadlines = None if head_timeout_s is None else HeadDeadlines(head_timeout_s)
-        if self.head_deadlines is not None:
-            self.server_state = GatewayServerState(self.head_deadlines)
+        self.server_state = GatewayServerState(self.head_deadlines, stream_in_ring)
         self._app_shutdown = shutdown
         self._gc_policy = gc_policy
         self._head_sweeper: asyncio.Task[None] | None = None
@@ -96,7 +103,11 @@ def build_server(
         **config,  # type: ignore[arg-type]
     )
     return GatewayServer(
-        uvicorn_config, app.state.shutdown, gc_policy, head_timeout_s=settings.head_timeout_s
+        uvicorn_config,
+        app.state.shutdown,
+        gc_policy,
+        head_timeout_s=settings.head_timeout_s,
+        stream_in_ring=app.stream_in_ring,
     )
 
 

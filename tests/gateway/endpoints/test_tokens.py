@@ -377,9 +377,15 @@ async def test_a_token_holder_cannot_use_up_the_keys_streams(
             await streams.enter_async_context(
                 _opened(client, f"/jobs/{watched}/events", params={"token": tokens[watched]})
             )
+        # A resume the ring vouches for is refused alike.
+        await _publish(redis, lingering, watched, EventType.STARTED)
+        last = StreamId.parse((await stream_ids(redis, lingering, watched))[-1])
+        await wait_until(lambda: gateway.hub.vouch(watched, last) is not None)
+        resume = {"params": {"token": tokens[watched]}, "headers": {"Last-Event-ID": str(last)}}
         over = [
             await _get(client, f"/jobs/{watched}/events", params={"token": tokens[watched]}),
             await _get(client, "/events", params={"job": watched, "token": tokens[watched]}),
+            await _get(client, f"/jobs/{watched}/events", **resume),
         ]
         # Another job's tokens, and the key itself, still have all their streams.
         await streams.enter_async_context(

@@ -2,8 +2,10 @@
 over MAX_HEAD_BYTES, or with more than MAX_HEADERS headers, is answered 431 with a JSON body
 and the connection closed; heads within the limits are served, also one after another on a
 kept-alive connection; a head still arriving after JOBWIRE_HEAD_TIMEOUT_S is answered 408
-and closed, while slow heads in time, other clients and event streams are served; and an
-event stream gets the direct write path (`jobwire.transport`).
+and closed, while slow heads in time, other clients and event streams are served; an event
+stream gets the direct write path (`jobwire.transport`); and a stream GET the hub's ring
+vouches for is answered without an ASGI call, with the head, events and counts the ASGI path
+gives, while every other stream request is left to the ASGI path.
 
 tests/faults/test_hostile.py sends far larger heads (a megabyte, ten thousand headers) with
 other garbage, and checks that the gateway refuses them without harm to other clients.
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,17 +28,21 @@ from redis.asyncio import Redis
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.engine.connection import TransportConnection
+from gateway.engine.counters import ResumeKind
+from gateway.engine.response import EventStreamResponse
 from gateway.processes.protocol import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    GatewayServerState,
     LeanFlowControl,
     StreamingHttpProtocol,
 )
 from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
+from shared.streamid import StreamId
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, dechunk, scaled, stream_ids, wait_until
+from tests.support import RawResponse, dechunk, raw_get, scaled, stream_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -354,3 +362,119 @@ async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_
         await wait_until(lambda: not gateway.server.server_state.tasks)
     finally:
         writer.close()
+
+
+# --- stream requests the ring answers -----------------------------------------------------
+
+
+class RingAnswers:
+    """Wraps a gateway's `stream_in_ring`, recording the path of each request it was asked
+    about and whether it answered it."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        state = gateway.server.server_state
+        assert isinstance(state, GatewayServerState)
+        assert state.stream_in_ring is not None
+        self._answer = state.stream_in_ring
+        self.asked: list[tuple[str, bool]] = []
+        state.stream_in_ring = self
+
+    def __call__(self, scope: dict[str, Any]) -> tuple[EventStreamResponse, str] | None:
+        answer = self._answer(scope)
+        self.asked.append((scope["path"], answer is not None))
+        return answer
+
+
+async def _watched_job(
+    gateway: Gateway, redis: Redis, settings: Settings, job_id: str, progress: int
+) -> tuple[Client, asyncio.Task[RawResponse]]:
+    """A job watched by a first client (so this process watches the job) and then given
+    `progress` events, which its ring holds; the client's request is answered by the task."""
+    publisher = Publisher(redis, settings)
+    await _queue(publisher, job_id)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    first = Client(reader, writer)
+    watching = asyncio.create_task(first.request(_stream_request(job_id)))
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+    for n in range(progress):
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
+    last = StreamId.parse((await stream_ids(redis, settings, job_id))[-1])
+    await wait_until(lambda: gateway.hub.vouch(job_id, last) is not None, message="in the ring")
+    return first, watching
+
+
+def _same_head(response: RawResponse) -> dict[str, str]:
+    return {name: value for name, value in response.headers.items() if name != "date"}
+
+
+async def test_a_resume_the_ring_vouches_for_is_answered_as_the_asgi_path_answers(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    answers = RingAnswers(gateway)
+    publisher = Publisher(redis, settings)
+    job_id = "ring"
+    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=3)
+    ids = await stream_ids(redis, settings, job_id)
+    resumed_from = {"Last-Event-ID": ids[1], "X-Request-ID": "resume-1"}
+    resuming = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events", resumed_from))
+    multi = asyncio.create_task(
+        raw_get(gateway.port, f"/events?job={job_id}", {"Last-Event-ID": f"{job_id}:{ids[2]}"})
+    )
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 3)
+    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+    whole, resumed, composite = await asyncio.gather(watching, resuming, multi)
+    first.writer.close()
+    ids = await stream_ids(redis, settings, job_id)
+
+    assert answers.asked == [
+        (f"/jobs/{job_id}/events", False),  # no position: read from Redis
+        (f"/jobs/{job_id}/events", True),
+        ("/events", True),
+    ]
+    assert whole.event_ids() == ids
+    assert resumed.event_ids() == ids[2:]
+    assert composite.event_ids() == [f"{job_id}:{id_}" for id_ in ids[3:]]
+    assert resumed.body.startswith(b"retry: ")
+    # The same head by either path, but for its date and request id.
+    assert resumed.headers["x-request-id"] == "resume-1"
+    assert re.fullmatch("[0-9a-f]{32}", composite.headers["x-request-id"])
+    for response in (resumed, composite):
+        assert _same_head(response) | {"x-request-id": ""} == _same_head(whole) | {
+            "x-request-id": "",
+            "connection": "close",
+        }
+    counters = gateway.hub.counters
+    assert counters.resumes[ResumeKind.RING] == 2
+    assert counters.requests[("/jobs/{job_id}/events", "GET", 200)] == 2
+    assert counters.requests[("/events", "GET", 200)] == 1
+
+
+async def test_stream_requests_the_ring_cannot_answer_alone_are_answered_by_the_asgi_path(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    answers = RingAnswers(gateway)
+    publisher = Publisher(redis, settings)
+    job_id = "asgi"
+    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=1)
+    ids = await stream_ids(redis, settings, job_id)
+    path = f"/jobs/{job_id}/events"
+    malformed = await raw_get(gateway.port, path, {"Last-Event-ID": "yesterday"})
+    unknown_job = await raw_get(gateway.port, "/jobs/nope/events", {"Last-Event-ID": ids[0]})
+    inventing = asyncio.create_task(raw_get(gateway.port, path, {"Last-Event-ID": "1-1"}))
+    await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
+    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+    _, invented = await asyncio.gather(watching, inventing)
+    first.writer.close()
+    ids = await stream_ids(redis, settings, job_id)
+    at_the_end = await raw_get(gateway.port, path, {"Last-Event-ID": ids[-1]})
+
+    assert [answered for _, answered in answers.asked] == [False] * 5
+    assert invented.status == 200
+    assert b"event: reset" in invented.body
+    assert invented.event_ids() == ids
+    assert malformed.status == 400
+    assert orjson.loads(malformed.body)["error"] == "invalid_last_event_id"
+    assert unknown_job.status == 404
+    assert at_the_end.status == 204
