@@ -15,9 +15,11 @@ feed held belonged to an earlier job under the same id, so the ring and binding 
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from gateway.engine.entry import Entry
 from gateway.engine.framing import WEBSOCKET
@@ -148,15 +150,16 @@ class Feed:
         ring = self.ring
         if not ring or ring[-1].id != self.last_id:
             return None
-        newer: list[Entry] = []
-        for entry in reversed(ring):
-            if entry.id == position:
-                newer.reverse()
-                return newer
-            if entry.id < position:
-                return None
-            newer.append(entry)
-        return None
+        # Ids rise along the ring: a bisection, not a walk back from the newest (each
+        # reconnect of a storm asks twice, to vouch and to replay).
+        index = bisect_left(ring, position, key=_entry_id)
+        if index == len(ring) or ring[index].id != position:
+            return None
+        return list(islice(ring, index + 1, None))
+
+
+def _entry_id(entry: Entry) -> StreamId:
+    return entry.id
 
 
 def _supersedes(read: TokenBinding, known: TokenBinding | None, read_since_began: bool) -> bool:

@@ -168,7 +168,7 @@ class Hub:
     ) -> Outcome:
         """Stream `resumes` to `connection` until an outcome, framed as `framing` says; `head`
         goes first."""
-        subscriber = Subscriber(connection, resumes, composite, framing)
+        subscriber = Subscriber(connection, resumes, composite, framing, self._loop)
         if self._stopping:
             return Outcome.SHUTDOWN
         self._subscribers.add(subscriber)

@@ -11,7 +11,7 @@ from enum import Enum
 
 from gateway.engine.connection import Connection
 from gateway.engine.entry import Entry
-from gateway.engine.framing import SSE, Framing
+from gateway.engine.framing import Framing
 from gateway.engine.resume import Resume
 from shared.streamid import StreamId
 
@@ -49,7 +49,8 @@ class Subscriber:
         connection: Connection,
         resumes: list[Resume],
         composite: bool,
-        framing: Framing = SSE,
+        framing: Framing,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.connection = connection
         self.composite = composite
@@ -68,7 +69,7 @@ class Subscriber:
         self.outbox: list[bytes] = []
         self.finishing = False  # the last open job ended: done once the outbox is written
         self.wrote = False  # written to since the last ping round
-        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[Outcome] = loop.create_future()
 
     def advance(self, job_id: str, entry: Entry) -> bytes:
         """Move the cursor past `entry`; the event's frame for this stream."""

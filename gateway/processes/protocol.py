@@ -35,13 +35,20 @@ from typing import Any
 import httptools
 import orjson
 from uvicorn.config import Config
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.protocols.utils import (
+    get_client_addr,
+    get_local_addr,
+    get_path_with_query_string,
+    get_remote_addr,
+    is_ssl,
+)
 from uvicorn.server import ServerState
 
 from gateway.engine.connection import TRANSPORT_EXTENSION, TransportConnection
@@ -296,7 +303,17 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         return state.stream_in_ring if isinstance(state, GatewayServerState) else None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn's, but for the two addresses, asked of the socket only once a request needs
+        # them (`_addressed`): a system call each, paid by every reconnect of a storm, while
+        # a stream the ring answers needs neither unless its access line is written.
+        self.connections.add(self)
+        self.transport = transport
+        self.scheme = "https" if is_ssl(transport) else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            self._addressed(self.scope)
+            self.logger.log(
+                TRACE_LOG_LEVEL, "%s:%d - HTTP connection made", *self.client or ("", 0)
+            )
         self.flow = LeanFlowControl(transport)
         self._state.connection = TransportConnection(transport, self.flow, self)
         heads = self._heads
@@ -343,6 +360,7 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         if heads is not None:
             heads.end(self)
         if not self._answered_in_ring():
+            self._addressed(self.scope)
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -424,12 +442,23 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         cycle: object = self.cycle
         return isinstance(cycle, _HeldResponse)
 
+    def _addressed(self, scope: Any) -> None:
+        """The connection's two addresses, asked of the socket the first time, put in `scope`
+        (uvicorn's `on_message_begin` put what it had: None before the first time)."""
+        if self.client is None:
+            self.server = get_local_addr(self.transport)
+            self.client = get_remote_addr(self.transport)
+        if scope is not None:
+            scope["server"] = self.server
+            scope["client"] = self.client
+
     def _logs_access(self) -> bool:
         return self.access_log and self.access_logger.isEnabledFor(logging.INFO)
 
     def _log_access(self, scope: dict[str, Any]) -> None:
         """uvicorn's access line, as its cycle writes it when a response starts."""
         if self._logs_access():
+            self._addressed(scope)
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(scope),  # type: ignore[arg-type]

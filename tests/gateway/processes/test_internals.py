@@ -39,7 +39,9 @@ CONTACTS = [
             "on_url",
             "on_header",
             "on_headers_complete",
+            "on_body",
             "on_message_complete",
+            "on_response_complete",
             "data_received",
             "connection_made",
             "connection_lost",
@@ -53,8 +55,22 @@ CONTACTS = [
             "server_state",
             "pipeline",
             "url",
+            "headers",
+            "parser",
+            "loop",
+            "logger",
+            "access_log",
+            "access_logger",
+            "limit_concurrency",
+            "root_path",
+            "tasks",
         ),
     ),
+    Contact("gateway/processes/protocol.py", "uvicorn.protocols.http.httptools_impl:STATUS_LINE"),
+    Contact(
+        "gateway/processes/protocol.py", "uvicorn.protocols.utils:get_path_with_query_string"
+    ),
+    Contact("gateway/processes/protocol.py", "uvicorn.protocols.utils:get_client_addr"),
     Contact(
         "gateway/processes/protocol.py",
         "uvicorn.protocols.http.flow_control:FlowControl",
@@ -65,7 +81,7 @@ CONTACTS = [
     Contact(
         "gateway/processes/protocol.py",
         "uvicorn.server:ServerState",
-        instance_attributes=("connections", "tasks"),
+        instance_attributes=("connections", "tasks", "default_headers"),
     ),
     Contact(
         "gateway/processes/wsprotocol.py",
