@@ -267,12 +267,7 @@ class Hub:
             if entry.type in TERMINAL_TYPES:
                 del newer[count:]
                 break
-        if subscriber.marks is None:
-            subscriber.outbox.extend(map(subscriber.framing.event, newer))
-            subscriber.cursor[job_id] = newer[-1].id
-        else:
-            advance = subscriber.advance
-            subscriber.outbox.extend([advance(job_id, entry) for entry in newer])
+        subscriber.outbox.extend(subscriber.advance_through(job_id, newer))
         self.counters.events_delivered += len(newer)
         self._dirty.add(subscriber)
         self._schedule_flush()

@@ -80,6 +80,28 @@ class Subscriber:
         marks[job_id] = _mark(job_id, entry.id)
         return self.framing.event_as(entry, b",".join(filter(None, marks.values())))
 
+    def advance_through(self, job_id: str, entries: list[Entry]) -> list[bytes]:
+        """`advance` past each of `entries`, one job's, oldest first: their frames. The other
+        jobs' parts of a cursor do not change meanwhile, so they are joined once, not once per
+        event (a storm replays a ring to thousands of multi-job streams)."""
+        self.cursor[job_id] = entries[-1].id
+        marks = self.marks
+        if marks is None:
+            return [self.framing.event(entry) for entry in entries]
+        jobs = list(marks)
+        at = jobs.index(job_id)
+        before = b",".join(filter(None, [marks[job] for job in jobs[:at]]))
+        after = b",".join(filter(None, [marks[job] for job in jobs[at + 1 :]]))
+        head = (before + b"," if before else b"") + job_id.encode() + b":"
+        tail = b"," + after if after else b""
+        event_as = self.framing.event_as
+        frames = [
+            event_as(entry, b"%b%d-%d%b" % (head, entry.id.ms, entry.id.seq, tail))
+            for entry in entries
+        ]
+        marks[job_id] = _mark(job_id, entries[-1].id)
+        return frames
+
 
 def _mark(job_id: str, position: StreamId) -> bytes:
     return b"%s:%d-%d" % (job_id.encode(), position.ms, position.seq)
