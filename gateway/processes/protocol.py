@@ -13,9 +13,10 @@ connection closed (uvicorn's httptools protocol would accept any size); and, und
 A stream GET whose position the hub's ring vouches for (most of a reconnect storm) is answered
 here as its head ends, without uvicorn's request cycle, task or ASGI call: the app's
 `stream_in_ring` (`gateway.endpoints.dispatch`) gives the response, this protocol writes its
-head with the first frames and holds the stream, and writes uvicorn's access line. Anything
-else (another route, a pipelined request, a proxy's forwarded address to log) goes to uvicorn
-as usual. Measured in bench/README.md ("Reconnect storms").
+head with the first frames and holds the stream, and writes uvicorn's access line (naming the
+client a trusted proxy forwarded, as uvicorn's middleware would). Anything else (another
+route, a pipelined request, an upgrade) goes to uvicorn as usual. Measured in
+bench/README.md ("Stream requests the ring answers alone").
 
 Why a head needs a time limit: uvicorn arms no timer until a first response is sent (its
 keep-alive timeout only covers the silence after one, and any byte cancels it), so a
@@ -36,6 +37,7 @@ import httptools
 import orjson
 from uvicorn.config import Config
 from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -62,6 +64,7 @@ __all__ = [
     "LeanFlowControl",
     "StreamInRing",
     "StreamingHttpProtocol",
+    "forwarded_addresses",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -150,7 +153,6 @@ class HeadDeadlines:
 StreamInRing = Callable[[dict[str, Any]], tuple[EventStreamResponse, str] | None]
 
 _REQUEST_ID = b"x-request-id"
-_FORWARDED = b"x-forwarded-for"
 
 
 class GatewayServerState(ServerState):
@@ -158,11 +160,43 @@ class GatewayServerState(ServerState):
     time limit) and the app's answer to stream requests the ring vouches for."""
 
     def __init__(
-        self, head_deadlines: HeadDeadlines | None, stream_in_ring: StreamInRing | None = None
+        self,
+        head_deadlines: HeadDeadlines | None,
+        stream_in_ring: StreamInRing | None = None,
+        forwarded: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__()
         self.head_deadlines = head_deadlines
         self.stream_in_ring = stream_in_ring
+        # What uvicorn's proxy-headers middleware does to the scopes of the ASGI path (the
+        # client a trusted proxy names), for the access lines of streams the ring answers.
+        self.forwarded = forwarded
+
+
+def forwarded_addresses(trusted_hosts: list[str] | str) -> Callable[[dict[str, Any]], None]:
+    """Rewrites a scope's client as uvicorn's `ProxyHeadersMiddleware` would for `trusted_hosts`:
+    the middleware itself, run in place for what it does to the scope."""
+    middleware = ProxyHeadersMiddleware(_nothing, trusted_hosts)
+
+    def rewrite(scope: dict[str, Any]) -> None:
+        call = middleware(scope, _never, _never)  # type: ignore[arg-type]
+        # It awaits only the app, which returns at once: one step runs it to its end.
+        try:
+            call.send(None)
+        except StopIteration:
+            return
+        call.close()
+        raise RuntimeError("uvicorn's proxy-headers middleware waited for something")
+
+    return rewrite
+
+
+async def _nothing(scope: Any, receive: Any, send: Any) -> None:
+    pass
+
+
+async def _never(*_: Any) -> Any:
+    raise RuntimeError("not an ASGI call")
 
 
 class LeanFlowControl(FlowControl):
@@ -402,7 +436,6 @@ class StreamingHttpProtocol(HttpToolsProtocol):
             or (self.cycle is not None and not self.cycle.response_complete)  # pipelined
             or self.limit_concurrency is not None
             or self.root_path
-            or (self._logs_access() and any(name == _FORWARDED for name, _ in self.headers))
         ):
             return False
         url = httptools.parse_url(self.url)
@@ -459,6 +492,9 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         """uvicorn's access line, as its cycle writes it when a response starts."""
         if self._logs_access():
             self._addressed(scope)
+            state = self.server_state
+            if isinstance(state, GatewayServerState) and state.forwarded is not None:
+                state.forwarded(scope)
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(scope),  # type: ignore[arg-type]

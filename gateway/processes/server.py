@@ -17,6 +17,7 @@ from gateway.processes.protocol import (
     HeadDeadlines,
     StreamingHttpProtocol,
     StreamInRing,
+    forwarded_addresses,
 )
 from gateway.processes.wsprotocol import StreamingWebSocketProtocol
 from shared.settings import Settings
@@ -55,7 +56,10 @@ class GatewayServer(uvicorn.Server):
     ) -> None:
         super().__init__(config)
         self.head_deadlines = None if head_timeout_s is None else HeadDeadlines(head_timeout_s)
-        self.server_state = GatewayServerState(self.head_deadlines, stream_in_ring)
+        forwarded = (
+            forwarded_addresses(config.forwarded_allow_ips) if config.proxy_headers else None
+        )
+        self.server_state = GatewayServerState(self.head_deadlines, stream_in_ring, forwarded)
         self._app_shutdown = shutdown
         self._gc_policy = gc_policy
         self._head_sweeper: asyncio.Task[None] | None = None

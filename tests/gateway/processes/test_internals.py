@@ -73,6 +73,16 @@ CONTACTS = [
     Contact("gateway/processes/protocol.py", "uvicorn.protocols.utils:get_client_addr"),
     Contact(
         "gateway/processes/protocol.py",
+        "uvicorn.middleware.proxy_headers:ProxyHeadersMiddleware",
+        methods=("__call__",),
+    ),
+    Contact(
+        "gateway/processes/server.py",
+        "uvicorn.config:Config",
+        instance_attributes=("proxy_headers", "forwarded_allow_ips"),
+    ),
+    Contact(
+        "gateway/processes/protocol.py",
         "uvicorn.protocols.http.flow_control:FlowControl",
         methods=("drain", "pause_reading", "resume_reading", "pause_writing", "resume_writing"),
         instance_attributes=("_transport", "read_paused", "write_paused"),

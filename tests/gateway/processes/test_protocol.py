@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sys
 import time
@@ -38,6 +39,7 @@ from gateway.processes.protocol import (
     StreamingHttpProtocol,
 )
 from shared.events import EventType, make_event
+from shared.logs import REQUEST_ID
 from shared.publish import Publisher
 from shared.settings import Settings
 from shared.streamid import StreamId
@@ -478,3 +480,49 @@ async def test_stream_requests_the_ring_cannot_answer_alone_are_answered_by_the_
     assert orjson.loads(malformed.body)["error"] == "invalid_last_event_id"
     assert unknown_job.status == 404
     assert at_the_end.status == 204
+
+
+class AccessLines(logging.Handler):
+    """uvicorn's access lines, with the request id each was written under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[tuple[object, ...], str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        assert isinstance(record.args, tuple)
+        self.lines.append((record.args, REQUEST_ID.get()))
+
+
+async def test_a_ring_answer_is_access_logged_with_its_request_id_and_forwarded_client(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    answers = RingAnswers(gateway)
+    job_id = "logged"
+    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=1)
+    ids = await stream_ids(redis, settings, job_id)
+    access = logging.getLogger("uvicorn.access")
+    lines = AccessLines()
+    access.addHandler(lines)
+    try:
+        # From 127.0.0.1, a proxy uvicorn trusts by default: the client is the one it names.
+        headers = {
+            "Last-Event-ID": ids[-1],
+            "X-Request-ID": "via-proxy",
+            "X-Forwarded-For": "203.0.113.7",
+        }
+        resuming = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events", headers))
+        await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
+        await Publisher(redis, settings).publish(
+            make_event(EventType.COMPLETED, job_id, 1, {"result": None})
+        )
+        await asyncio.gather(watching, resuming)
+    finally:
+        access.removeHandler(lines)
+        first.writer.close()
+
+    assert answers.asked[-1] == (f"/jobs/{job_id}/events", True)
+    assert lines.lines == [
+        (("203.0.113.7:0", "GET", f"/jobs/{job_id}/events", "1.1", 200), "via-proxy")
+    ]
