@@ -89,8 +89,11 @@ class Load:
             return [target.events_path.format(job=job) for job in jobs], groups
         if target.multi_events_path is None:
             raise RuntimeError(f"{target.name} has no multi-job stream")
+        path = target.multi_events_path
+        if "{jobs}" in path:  # a server of its own shape: the jobs joined by commas
+            return [path.format(jobs=",".join(jobs[i] for i in group)) for group in groups], groups
         query = [urlencode([("job", jobs[index]) for index in group]) for group in groups]
-        return [f"{target.multi_events_path}?{part}" for part in query], groups
+        return [f"{path}?{part}" for part in query], groups
 
 
 @dataclass

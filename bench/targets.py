@@ -62,6 +62,8 @@ TARGETS = ("jobwire", "jobwire*2", "naive", "nchan")
 _GATEWAY_FROM_TREE = "import runpy; runpy.run_module('gateway', run_name='__main__')"
 EVENTS_PATH = "/jobs/{job}/events"
 MULTI_EVENTS_PATH = "/events"
+# Nchan's multiplexed channels (bench/nginx.conf.template), for the multi-job shapes.
+NCHAN_MULTI = "/multi?jobs={jobs}"
 SOCKET_PATH = "/jobs/{job}/ws"  # Jobwire's and (bench/nginx.conf.template) Nchan's
 MULTI_SOCKET_PATH = "/events/ws"
 WEBSOCKET_SUFFIX = "-ws"
@@ -210,7 +212,7 @@ def _start_server(
         elif name == "nchan":
             server = stack.enter_context(nchan(redis.url, port))
             publisher = {"kind": "nchan", "publish_url": server.publish_url}
-            yield Target(name, port, server.pid, redis, publisher)
+            yield Target(name, port, server.pid, redis, publisher, multi_events_path=NCHAN_MULTI)
         else:
             raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
 
@@ -330,8 +332,10 @@ def _wait_all_up(servers: Callable[[], Mapping[str, Any]], count: int) -> None:
 
 
 def serves_multi_job_streams(name: str) -> bool:
-    """Whether target `name` serves `GET /events?job=…` (only Jobwire does)."""
-    return _is_jobwire(_server_of(name)[0])
+    """Whether target `name` serves several jobs on one stream: Jobwire (`GET /events?job=…`,
+    both transports), Nchan over SSE (multiplexed channels)."""
+    server, websocket = _server_of(name)
+    return _is_jobwire(server) or (server == "nchan" and not websocket)
 
 
 def reference_of(name: str) -> str:
