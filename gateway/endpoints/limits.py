@@ -35,6 +35,7 @@ from shared.settings import Settings
 
 __all__ = ["STREAM_RETRY_AFTER_S", "Holder", "Limits", "StreamSlot", "TokenHolder", "limits"]
 
+_NOTHING: frozenset[Holder] = frozenset()
 # When a key's streams are all in use there is no telling when one ends: a short, fixed wait.
 STREAM_RETRY_AFTER_S = 5
 # A bucket untouched this long has refilled to the brim, which is the same as having none: it
@@ -170,7 +171,8 @@ class Limits:
         return self._max_streams if isinstance(key, str) else self._max_token_streams
 
     def _hold(self, keys: frozenset[Holder]) -> StreamSlot:
-        held = frozenset(key for key in keys if self._max_for(key))
+        # The one empty set when nothing is limited (auth off): a stream holds no set of its own.
+        held = frozenset(key for key in keys if self._max_for(key)) or _NOTHING
         for key in held:
             self._streams[key] += 1
         return StreamSlot(self, held)

@@ -183,6 +183,11 @@ async def _queue(publisher: Publisher, job_id: str) -> None:
     assert (await publisher.publish(queued, create=True)).accepted
 
 
+async def publish_completed(redis: Redis, settings: Settings, job_id: str) -> None:
+    completed = make_event(EventType.COMPLETED, job_id, 1, {"result": None})
+    assert (await Publisher(redis, settings).publish(completed)).accepted
+
+
 def _stream_request(job_id: str, extra_headers: bytes = b"") -> bytes:
     head = f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
     return head.encode() + extra_headers + b"\r\n"
@@ -215,6 +220,38 @@ async def read_to_close(reader: asyncio.StreamReader) -> bytes:
             while chunk := await reader.read(65_536):
                 received += chunk
     return received
+
+
+async def test_a_request_sent_while_a_stream_is_held_is_answered_when_it_ends(
+    start_gateway: StartGateway, redis: Redis, settings: Settings
+) -> None:
+    gateway = await start_gateway()
+    job_id = "next"
+    await _queue(Publisher(redis, settings), job_id)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        async with asyncio.timeout(scaled(10)):
+            await reader.readuntil(b"\n\n\r\n")
+        # Sent in two parts, the first while the parser of the held stream is let go.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHo")
+        await writer.drain()
+        [protocol] = [
+            p
+            for p in gateway.server.server_state.connections
+            if isinstance(p, StreamingHttpProtocol)
+        ]
+        await wait_until(lambda: vars(protocol)["parser"] is not None, message="a new parser")
+        writer.write(b"st: a\r\nConnection: close\r\n\r\n")
+        await publish_completed(redis, settings, job_id)
+        rest = await read_to_close(reader)
+    finally:
+        writer.close()
+
+    stream_end, _, answer = rest.partition(b"\r\n0\r\n\r\n")
+    assert b"event: completed" in stream_end
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b'{"status":"ok"}')
 
 
 @pytest.mark.parametrize("first_request", [False, True], ids=["fresh", "kept-alive"])
@@ -350,8 +387,9 @@ async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_
         assert b"retry: " in first
         connections = gateway.server.server_state.connections
         [protocol] = [p for p in connections if isinstance(p, StreamingHttpProtocol)]
-        # The request's scope, cycle and task are gone; one small task carries the stream.
+        # The request's scope, cycle, parser and task are gone; one small task carries the stream.
         assert vars(protocol)["scope"] is None
+        assert vars(protocol)["parser"] is None
         assert not isinstance(vars(protocol)["cycle"], RequestResponseCycle)
         assert len(gateway.server.server_state.tasks) == 1
         await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
