@@ -436,11 +436,18 @@ async def _watched_job(
     first = Client(reader, writer)
     watching = asyncio.create_task(first.request(_stream_request(job_id)))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
+    # Announced live from now on, so the ring keeps every event that follows.
+    await wait_until(lambda: _subscribed(gateway, job_id), message="the job's feed subscribed")
     for n in range(progress):
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
     last = StreamId.parse((await stream_ids(redis, settings, job_id))[-1])
     await wait_until(lambda: gateway.hub.vouch(job_id, last) is not None, message="in the ring")
     return first, watching
+
+
+def _subscribed(gateway: Gateway, job_id: str) -> bool:
+    feed = gateway.hub._feeds.get(job_id)
+    return feed is not None and feed.subscribed.is_set()
 
 
 def _same_head(response: RawResponse) -> dict[str, str]:
