@@ -67,9 +67,7 @@ CONTACTS = [
         ),
     ),
     Contact("gateway/processes/protocol.py", "uvicorn.protocols.http.httptools_impl:STATUS_LINE"),
-    Contact(
-        "gateway/processes/protocol.py", "uvicorn.protocols.utils:get_path_with_query_string"
-    ),
+    Contact("gateway/processes/protocol.py", "uvicorn.protocols.utils:get_path_with_query_string"),
     Contact("gateway/processes/protocol.py", "uvicorn.protocols.utils:get_client_addr"),
     Contact(
         "gateway/processes/protocol.py",
