@@ -20,6 +20,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -425,11 +426,24 @@ class RingAnswers:
         return answer
 
 
+@dataclass
+class Watched:
+    """A gateway whose ring answers are recorded, and a job it watches for a first client."""
+
+    gateway: Gateway
+    answers: RingAnswers
+    first: Client
+    watching: asyncio.Task[RawResponse]  # the first client's whole stream
+    ids: list[str]  # the job's events so far
+
+
 async def _watched_job(
-    gateway: Gateway, redis: Redis, settings: Settings, job_id: str, progress: int
-) -> tuple[Client, asyncio.Task[RawResponse]]:
-    """A job watched by a first client (so this process watches the job) and then given
-    `progress` events, which its ring holds; the client's request is answered by the task."""
+    start_gateway: StartGateway, redis: Redis, settings: Settings, job_id: str, progress: int
+) -> Watched:
+    """A job watched by a first client (so the gateway watches the job) and then given
+    `progress` events, which its ring holds."""
+    gateway = await start_gateway()
+    answers = RingAnswers(gateway)
     publisher = Publisher(redis, settings)
     await _queue(publisher, job_id)
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
@@ -440,9 +454,10 @@ async def _watched_job(
     await wait_until(lambda: _subscribed(gateway, job_id), message="the job's feed subscribed")
     for n in range(progress):
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
-    last = StreamId.parse((await stream_ids(redis, settings, job_id))[-1])
+    ids = await stream_ids(redis, settings, job_id)
+    last = StreamId.parse(ids[-1])
     await wait_until(lambda: gateway.hub.vouch(job_id, last) is not None, message="in the ring")
-    return first, watching
+    return Watched(gateway, answers, first, watching, ids)
 
 
 def _subscribed(gateway: Gateway, job_id: str) -> bool:
@@ -457,24 +472,21 @@ def _same_head(response: RawResponse) -> dict[str, str]:
 async def test_a_resume_the_ring_vouches_for_is_answered_as_the_asgi_path_answers(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    gateway = await start_gateway()
-    answers = RingAnswers(gateway)
-    publisher = Publisher(redis, settings)
     job_id = "ring"
-    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=3)
-    ids = await stream_ids(redis, settings, job_id)
+    watched = await _watched_job(start_gateway, redis, settings, job_id, progress=3)
+    gateway, ids = watched.gateway, watched.ids
     resumed_from = {"Last-Event-ID": ids[1], "X-Request-ID": "resume-1"}
     resuming = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events", resumed_from))
     multi = asyncio.create_task(
         raw_get(gateway.port, f"/events?job={job_id}", {"Last-Event-ID": f"{job_id}:{ids[2]}"})
     )
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 3)
-    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
-    whole, resumed, composite = await asyncio.gather(watching, resuming, multi)
-    first.writer.close()
+    await publish_completed(redis, settings, job_id)
+    whole, resumed, composite = await asyncio.gather(watched.watching, resuming, multi)
+    watched.first.writer.close()
     ids = await stream_ids(redis, settings, job_id)
 
-    assert answers.asked == [
+    assert watched.answers.asked == [
         (f"/jobs/{job_id}/events", False),  # no position: read from Redis
         (f"/jobs/{job_id}/events", True),
         ("/events", True),
@@ -500,24 +512,21 @@ async def test_a_resume_the_ring_vouches_for_is_answered_as_the_asgi_path_answer
 async def test_stream_requests_the_ring_cannot_answer_alone_are_answered_by_the_asgi_path(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    gateway = await start_gateway()
-    answers = RingAnswers(gateway)
-    publisher = Publisher(redis, settings)
     job_id = "asgi"
-    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=1)
-    ids = await stream_ids(redis, settings, job_id)
+    watched = await _watched_job(start_gateway, redis, settings, job_id, progress=1)
+    gateway, ids = watched.gateway, watched.ids
     path = f"/jobs/{job_id}/events"
     malformed = await raw_get(gateway.port, path, {"Last-Event-ID": "yesterday"})
     unknown_job = await raw_get(gateway.port, "/jobs/nope/events", {"Last-Event-ID": ids[0]})
     inventing = asyncio.create_task(raw_get(gateway.port, path, {"Last-Event-ID": "1-1"}))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
-    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
-    _, invented = await asyncio.gather(watching, inventing)
-    first.writer.close()
+    await publish_completed(redis, settings, job_id)
+    _, invented = await asyncio.gather(watched.watching, inventing)
+    watched.first.writer.close()
     ids = await stream_ids(redis, settings, job_id)
     at_the_end = await raw_get(gateway.port, path, {"Last-Event-ID": ids[-1]})
 
-    assert [answered for _, answered in answers.asked] == [False] * 5
+    assert [answered for _, answered in watched.answers.asked] == [False] * 5
     assert invented.status == 200
     assert b"event: reset" in invented.body
     assert invented.event_ids() == ids
@@ -542,11 +551,9 @@ class AccessLines(logging.Handler):
 async def test_a_ring_answer_is_access_logged_with_its_request_id_and_forwarded_client(
     start_gateway: StartGateway, redis: Redis, settings: Settings
 ) -> None:
-    gateway = await start_gateway()
-    answers = RingAnswers(gateway)
     job_id = "logged"
-    first, watching = await _watched_job(gateway, redis, settings, job_id, progress=1)
-    ids = await stream_ids(redis, settings, job_id)
+    watched = await _watched_job(start_gateway, redis, settings, job_id, progress=1)
+    gateway, ids = watched.gateway, watched.ids
     access = logging.getLogger("uvicorn.access")
     lines = AccessLines()
     access.addHandler(lines)
@@ -559,15 +566,13 @@ async def test_a_ring_answer_is_access_logged_with_its_request_id_and_forwarded_
         }
         resuming = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events", headers))
         await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
-        await Publisher(redis, settings).publish(
-            make_event(EventType.COMPLETED, job_id, 1, {"result": None})
-        )
-        await asyncio.gather(watching, resuming)
+        await publish_completed(redis, settings, job_id)
+        await asyncio.gather(watched.watching, resuming)
     finally:
         access.removeHandler(lines)
-        first.writer.close()
+        watched.first.writer.close()
 
-    assert answers.asked[-1] == (f"/jobs/{job_id}/events", True)
+    assert watched.answers.asked[-1] == (f"/jobs/{job_id}/events", True)
     assert lines.lines == [
         (("203.0.113.7:0", "GET", f"/jobs/{job_id}/events", "1.1", 200), "via-proxy")
     ]
