@@ -147,6 +147,14 @@ class Feed:
     def newer_than(self, position: StreamId) -> list[Entry] | None:
         """The ring's entries after `position`, oldest first, if the ring holds `position`;
         None if it does not (never seen here, or already pushed out)."""
+        index = self._index_of(position)
+        return None if index is None else list(islice(self.ring, index + 1, None))
+
+    def holds(self, position: StreamId) -> bool:
+        """Whether the ring holds `position` (`newer_than` would not be None)."""
+        return self._index_of(position) is not None
+
+    def _index_of(self, position: StreamId) -> int | None:
         ring = self.ring
         if not ring or ring[-1].id != self.last_id:
             return None
@@ -155,7 +163,7 @@ class Feed:
         index = bisect_left(ring, position, key=_entry_id)
         if index == len(ring) or ring[index].id != position:
             return None
-        return list(islice(ring, index + 1, None))
+        return index
 
 
 def _entry_id(entry: Entry) -> StreamId:

@@ -221,7 +221,7 @@ class Hub:
         the job as far as the feed knows; None otherwise."""
         feed = self._feeds.get(job_id)
         # Not subscribed: pub/sub is catching up, and may yet find the ring's past gone.
-        if feed is None or not feed.subscribed.is_set() or feed.newer_than(position) is None:
+        if feed is None or not feed.subscribed.is_set() or not feed.holds(position):
             return None
         last = feed.ring[-1]
         finished = last.id == position and last.terminal

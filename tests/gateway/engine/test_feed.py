@@ -85,6 +85,7 @@ def test_newer_than_a_position_the_ring_holds() -> None:
     assert _ids(feed.newer_than(StreamId(1, 0))) == ["2-0", "3-0", "4-0", "5-0"]
     assert _ids(feed.newer_than(StreamId(3, 0))) == ["4-0", "5-0"]
     assert _ids(feed.newer_than(StreamId(5, 0))) == []
+    assert all(feed.holds(StreamId(ms, 0)) for ms in range(1, 6))
 
 
 def test_newer_than_a_position_pushed_out_of_the_ring_is_unknown() -> None:
@@ -94,6 +95,7 @@ def test_newer_than_a_position_pushed_out_of_the_ring_is_unknown() -> None:
     assert feed.newer_than(StreamId(2, 0)) is None
     assert feed.newer_than(StreamId(1, 0)) is None
     assert _ids(feed.newer_than(StreamId(3, 0))) == ["4-0", "5-0"]
+    assert [feed.holds(StreamId(ms, 0)) for ms in range(1, 6)] == [False, False, True, True, True]
 
 
 def test_newer_than_a_position_the_ring_never_held_is_unknown() -> None:
@@ -103,6 +105,7 @@ def test_newer_than_a_position_the_ring_never_held_is_unknown() -> None:
     _record(feed, "10-0", "30-0", "50-0")
     for position in ("20-0", "40-0", "60-0", "5-0", "30-1"):
         assert feed.newer_than(StreamId.parse(position)) is None, position
+        assert not feed.holds(StreamId.parse(position)), position
 
 
 def test_ids_are_compared_as_integers() -> None:
