@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -82,9 +81,7 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def connect(gateway: Gateway) -> AsyncIterator[Client]:
-    port = urlsplit(gateway.url).port
-    assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
         yield Client(reader, writer)
     finally:
@@ -150,7 +147,7 @@ async def test_large_allowed_heads_one_after_another_on_one_connection_are_serve
         answers = [await client.request(REQUEST_LINE + big_header + b"\r\n") for _ in range(5)]
         watching = asyncio.create_task(client.request(_stream_request(job_id, big_header)))
         await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
-        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        await publish_completed(redis, settings, job_id)
         events = await watching
 
     assert [answer.status for answer in answers] == [200] * 5
@@ -171,7 +168,7 @@ async def test_an_event_stream_gets_the_direct_write_path(
         [subscriber] = gateway.hub._subscribers
         for n in range(3):
             await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
-        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        await publish_completed(redis, settings, job_id)
         events = await watching
 
     assert isinstance(subscriber.connection, TransportConnection)
@@ -338,7 +335,7 @@ async def test_an_event_stream_outlives_the_head_limit(
         # A connection opened with the stream, cut by the sweep: the limit has passed.
         assert await read_to_close(silent.reader) == b""
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
-        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        await publish_completed(redis, settings, job_id)
         events = await watching
 
     assert events.status == 200
@@ -365,7 +362,7 @@ async def test_a_held_stream_keeps_a_lean_connection(
         assert sys.getsizeof(vars(protocol)) < 512
         assert isinstance(protocol.flow, LeanFlowControl)
         assert sys.getsizeof(protocol.pipeline) < 128  # an empty deque: 624
-        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        await publish_completed(redis, settings, job_id)
         events = await watching
     assert events.event_ids() == await stream_ids(redis, settings, job_id)
 
@@ -377,8 +374,7 @@ async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_
     publisher = Publisher(redis, settings)
     job_id = "held"
     await _queue(publisher, job_id)
-    port = urlsplit(gateway.url).port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
         writer.write(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         # The head and the first frames come in one write.
@@ -393,7 +389,7 @@ async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_
         assert vars(protocol)["parser"] is None
         assert not isinstance(vars(protocol)["cycle"], RequestResponseCycle)
         assert len(gateway.server.server_state.tasks) == 1
-        await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
+        await publish_completed(redis, settings, job_id)
         async with asyncio.timeout(scaled(10)):
             body = await reader.readuntil(b"\r\n0\r\n\r\n")
         assert b"event: completed" in body
