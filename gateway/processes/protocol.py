@@ -354,10 +354,9 @@ class StreamingHttpProtocol(HttpToolsProtocol):
         self.transport = transport
         self.scheme = "https" if is_ssl(transport) else "http"
         if self.logger.level <= TRACE_LOG_LEVEL:
-            self._addressed(self.scope)
-            self.logger.log(
-                TRACE_LOG_LEVEL, "%s:%d - HTTP connection made", *self.client or ("", 0)
-            )
+            self._addressed(None)
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
         self.flow = LeanFlowControl(transport)
         self._state.connection = TransportConnection(transport, self.flow, self)
         heads = self._heads
