@@ -12,7 +12,8 @@ endpoints answer it with headers alone (`gateway.endpoints.stream.respond`), by 
 In a reconnect storm most stream GETs resume at a position the hub's ring vouches for: those are
 answered without any ASGI call (`stream_in_ring`, called by the server's protocol as the
 request's head ends), with the same response, headers, request id and count; anything the ring
-cannot answer alone takes the ASGI path (docs/architecture.md, "Reconnect storms").
+cannot answer alone takes the ASGI path (docs/architecture.md, "Stream requests the ring
+answers alone").
 
 The same streams over a WebSocket (`/jobs/{id}/ws`, `/events/ws`) are dispatched here too,
 whatever their `Origin` (`gateway.endpoints.sockets` checks it): an error is answered with the
