@@ -321,6 +321,21 @@ def close_with_reset(sock: socket.socket) -> None:
     sock.close()
 
 
+async def publish_progress(publisher: Publisher, job_id: str, count: int, size: int = 0) -> None:
+    """`count` progress events of attempt 1, each padded with `size` bytes when asked."""
+    for n in range(count):
+        data: dict[str, object] = {"current": n}
+        if size:
+            data["pad"] = "x" * size
+        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
+
+
+async def publish_completed(publisher: Publisher, job_id: str) -> None:
+    """The job's closing event: `completed` with no result."""
+    completed = make_event(EventType.COMPLETED, job_id, 1, {"result": None})
+    assert (await publisher.publish(completed)).accepted
+
+
 async def publish_started(publisher: Publisher, job_id: str, name: str = "bench") -> None:
     """A job as a worker leaves it once it began: `queued`, then `started` (attempt 1)."""
     queued = make_event(EventType.QUEUED, job_id, 0, {"name": name, "args": {}})

@@ -12,7 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from shared.events import EventType, make_event
 from shared.publish import Publisher
 from shared.settings import Settings
 from tests.auth_support import (
@@ -24,19 +23,16 @@ from tests.auth_support import (
 )
 from tests.conftest import Gateway, StartGateway
 from tests.socket_support import read_socket, refusal, ws_url
-from tests.support import publish_started, stream_ids, submit, wait_until
+from tests.support import (
+    publish_completed,
+    publish_progress,
+    publish_started,
+    stream_ids,
+    submit,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _publish(publisher: Publisher, job_id: str, count: int, size: int = 0) -> None:
-    for n in range(count):
-        data = {"current": n, "pad": "x" * size}
-        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
-
-
-async def _finish(publisher: Publisher, job_id: str) -> None:
-    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
 
 
 async def test_a_job_over_a_websocket_is_exactly_its_stream_then_end(
@@ -64,12 +60,12 @@ async def test_resume_from_any_id_gets_exactly_the_rest(
     publisher = Publisher(redis, settings)
     job_id = f"ws-resume-{cut_after}"
     await publish_started(publisher, job_id)
-    await _publish(publisher, job_id, 5)
+    await publish_progress(publisher, job_id, 5)
     url = ws_url(gateway.url, f"/jobs/{job_id}/ws")
     first = await read_socket(url, limit=cut_after)
     rest = asyncio.create_task(read_socket(f"{url}?last_event_id={first.ids[-1]}"))
-    await _publish(publisher, job_id, 3)
-    await _finish(publisher, job_id)
+    await publish_progress(publisher, job_id, 3)
+    await publish_completed(publisher, job_id)
     resumed = await rest
 
     assert first.ids + resumed.ids == await stream_ids(redis, settings, job_id)
@@ -85,7 +81,7 @@ async def test_a_position_the_stream_cannot_vouch_for_gets_reset_with_the_snapsh
     publisher = Publisher(redis, settings)
     job_id = "ws-reset"
     await publish_started(publisher, job_id)
-    await _finish(publisher, job_id)
+    await publish_completed(publisher, job_id)
     read = await read_socket(ws_url(gateway.url, f"/jobs/{job_id}/ws?last_event_id=1-0"))
 
     reset = read.messages[0]
@@ -109,8 +105,8 @@ async def test_several_jobs_resume_from_the_cursor(
     cursor = first.ids[-1]
     rest = asyncio.create_task(read_socket(f"{url}&last_event_id={cursor}"))
     for job_id in jobs:
-        await _publish(publisher, job_id, 2)
-        await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 2)
+        await publish_completed(publisher, job_id)
     resumed = await rest
 
     delivered: dict[str, list[str]] = {job_id: [] for job_id in jobs}
@@ -188,8 +184,8 @@ async def test_a_websocket_that_never_reads_is_cut_and_harms_no_one(
     reader = asyncio.create_task(read_socket(ws_url(gateway.url, f"/jobs/{job_id}/ws")))
     await wait_until(lambda: gateway.hub.open_streams == 6, timeout=30)
     # More than the kernel's socket buffers hold: 8 MB to each.
-    await _publish(publisher, job_id, 1000, size=8000)
-    await _finish(publisher, job_id)
+    await publish_progress(publisher, job_id, 1000, size=8000)
+    await publish_completed(publisher, job_id)
     read = await reader
     for sock in stalled:
         sock.close()
@@ -221,7 +217,7 @@ async def test_handshakes_are_counted_in_the_request_tally_by_route_and_status(
     publisher = Publisher(redis, settings)
     job_id = "ws-tallied"
     await publish_started(publisher, job_id)
-    await _finish(publisher, job_id)
+    await publish_completed(publisher, job_id)
     single = ws_url(gateway.url, f"/jobs/{job_id}/ws")
     for _ in range(2):
         assert (await read_socket(single)).types[-1] == "end"

@@ -21,6 +21,8 @@ from tests.support import (
     RawResponse,
     close_with_reset,
     open_unread_stream,
+    publish_completed,
+    publish_progress,
     publish_started,
     raw_get,
     read_events,
@@ -30,16 +32,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def _publish(publisher: Publisher, job_id: str, count: int, size: int = 0) -> None:
-    for n in range(count):
-        data = {"current": n, "pad": "x" * size}
-        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, data))
-
-
-async def _finish(publisher: Publisher, job_id: str) -> None:
-    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
 
 
 async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
@@ -65,7 +57,7 @@ async def test_subscribers_joining_at_random_moments_get_exactly_the_stream(
             watchers.append(asyncio.create_task(raw_get(gateway.port, path, headers)))
         progress = make_event(EventType.PROGRESS, job_id, 1, {"current": n})
         published.append(str((await publisher.publish(progress)).id))
-    await _finish(publisher, job_id)
+    await publish_completed(publisher, job_id)
     responses = await asyncio.gather(*watchers)
 
     stored = await stream_ids(redis, settings, job_id)
@@ -93,7 +85,7 @@ async def test_redis_connections_stay_constant_whatever_the_subscribers(
     gateway_connections = [c for c in clients if c["name"] == "jobwire-gateway"]
     counts = gateway.hub.counts()
     for job_id in jobs:
-        await _finish(publisher, job_id)
+        await publish_completed(publisher, job_id)
     await asyncio.gather(*watchers)
 
     assert counts["feeds"] == 20, "one subscription per job"
@@ -150,10 +142,10 @@ async def test_lost_pubsub_connection_is_caught_up_from_the_stream(
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 20)
     for _ in range(3):
-        await _publish(publisher, job_id, 50)
+        await publish_progress(publisher, job_id, 50)
         await redis.client_kill_filter(_type="pubsub")
-        await _publish(publisher, job_id, 50)  # published while the hub is away
-    await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 50)  # published while the hub is away
+    await publish_completed(publisher, job_id)
     responses = await asyncio.gather(*watchers)
 
     stored = await stream_ids(redis, settings, job_id)
@@ -175,9 +167,9 @@ async def test_subscribers_that_never_read_are_cut_off_and_harm_no_one(
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1001, timeout=30)
     peak = 0
     for _ in range(20):
-        await _publish(publisher, job_id, 10, size=4000)
+        await publish_progress(publisher, job_id, 10, size=4000)
         peak = max(peak, _buffered(gateway))
-    await _finish(publisher, job_id)
+    await publish_completed(publisher, job_id)
     response = await reader
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 0, timeout=30)
     for sock in stalled:
@@ -207,8 +199,8 @@ async def test_connections_dying_mid_write_do_not_stop_delivery(
     for n, sock in enumerate(dying):
         # A reset in the middle of the flood: the next write to it fails.
         close_with_reset(sock)
-        await _publish(publisher, job_id, 2 + n % 3, size=500)
-    await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 2 + n % 3, size=500)
+    await publish_completed(publisher, job_id)
     responses = await asyncio.gather(*survivors)
 
     stored = await stream_ids(redis, settings, job_id)
@@ -231,10 +223,10 @@ async def test_a_silent_running_job_is_reported_stalled_until_it_speaks(
         assert [(await anext(events)).event for _ in range(2)] == ["queued", "started"]
         stalled = await anext(events)
         snapshot = (await client.get(f"/jobs/{job_id}")).json()
-        await _publish(publisher, job_id, 1)
+        await publish_progress(publisher, job_id, 1)
         resumed = await anext(events)
         after = (await client.get(f"/jobs/{job_id}")).json()
-        await _finish(publisher, job_id)
+        await publish_completed(publisher, job_id)
         rest = [event async for event in events]
 
     assert stalled.event == "stalled"
@@ -257,7 +249,7 @@ async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
     await publish_started(publisher, job_id)
     watcher = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
-    await _publish(publisher, job_id, 30, size=10_000)  # ~20 KB per entry: frame + payload
+    await publish_progress(publisher, job_id, 30, size=10_000)  # ~20 KB per entry: frame + payload
     await wait_until(lambda: gateway.hub.counts()["ring_entries"] > 0)
 
     counts = gateway.hub.counts()
@@ -273,7 +265,7 @@ async def test_the_ring_is_bounded_in_bytes_and_resumes_behind_it_stay_exact(
         for n in positions
     ]
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 4)
-    await _finish(publisher, job_id)
+    await publish_completed(publisher, job_id)
     stored = await stream_ids(redis, settings, job_id)
 
     assert (await watcher).event_ids() == stored
@@ -301,8 +293,8 @@ async def test_streams_on_one_kept_alive_connection_do_not_pile_up_in_memory(
     await publish_started(publisher, job_id)
     watcher = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events"))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
-    await _publish(publisher, job_id, 1)
-    await _finish(publisher, job_id)
+    await publish_progress(publisher, job_id, 1)
+    await publish_completed(publisher, job_id)
     await watcher  # the ring now holds the job: each stream below is served from memory
     stored = await stream_ids(redis, settings, job_id)
     request = (

@@ -26,6 +26,8 @@ from tests.conftest import Gateway, StartGateway
 from tests.support import (
     RawResponse,
     SSEParser,
+    publish_completed,
+    publish_progress,
     publish_started,
     raw_get,
     scaled,
@@ -70,15 +72,6 @@ BAD_MESSAGES: dict[str, Callable[[], bytes]] = {
         f"{2**64 - 1}-{2**64 - 1} ".encode() + _event(EventType.COMPLETED, data={"result": None})
     ),
 }
-
-
-async def _publish(publisher: Publisher, job_id: str, count: int) -> None:
-    for n in range(count):
-        await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
-
-
-async def _finish(publisher: Publisher, job_id: str) -> None:
-    await publisher.publish(make_event(EventType.COMPLETED, job_id, 1, {"result": None}))
 
 
 async def _both_jobs_watched(
@@ -146,11 +139,11 @@ async def test_a_bad_message_on_a_live_channel_is_skipped_and_delivery_goes_on(
 ) -> None:
     gateway, publisher, keys, watchers = await _both_jobs_watched(start_gateway, redis, settings)
     for job_id in JOBS:
-        await _publish(publisher, job_id, 3)
+        await publish_progress(publisher, job_id, 3)
     await redis.spublish(keys.live(JOBS[0]), BAD_MESSAGES[bad]())
     for job_id in JOBS:
-        await _publish(publisher, job_id, 3)
-        await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 3)
+        await publish_completed(publisher, job_id)
 
     await _assert_exact(watchers, redis, settings)
     assert gateway.hub.bad_entries == 1
@@ -168,8 +161,8 @@ async def test_events_whose_ids_run_ahead_of_the_clock_are_delivered_once_held_b
     await redis.xadd(keys.events(JOBS[0]), {"e": payload}, id=ahead)
     await redis.spublish(keys.live(JOBS[0]), f"{ahead} ".encode() + payload)
     for job_id in JOBS:
-        await _publish(publisher, job_id, 3)
-        await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 3)
+        await publish_completed(publisher, job_id)
 
     await _assert_exact(watchers, redis, settings)
     assert gateway.hub.bad_entries == 0
@@ -191,15 +184,15 @@ async def test_a_reader_that_fails_is_restarted_and_catches_up(
     monkeypatch.setattr(Feed, "record", record_unless_failing)
     async with gateway.client() as client:
         failing.set()
-        await _publish(publisher, JOBS[0], 3)  # the reader fails on the first of these
+        await publish_progress(publisher, JOBS[0], 3)  # the reader fails on the first of these
         down = await wait_until(lambda: _readiness(client, 503), message="/readyz 503")
         assert down == {"status": "unavailable", "redis": "pubsub unavailable", "workers": 0}
-        await _publish(publisher, JOBS[1], 3)
+        await publish_progress(publisher, JOBS[1], 3)
         failing.clear()
         await wait_until(lambda: _readiness(client, 200), message="/readyz 200 again")
         for job_id in JOBS:
-            await _publish(publisher, job_id, 3)
-            await _finish(publisher, job_id)
+            await publish_progress(publisher, job_id, 3)
+            await publish_completed(publisher, job_id)
 
         await _assert_exact(watchers, redis, settings)
 
@@ -225,12 +218,12 @@ async def test_readyz_answers_503_once_pubsub_is_down_for_longer_than_its_bound(
             dropped_at = time.monotonic()
             down = await wait_until(lambda: _readiness(client, 503), timeout=READY_WITHIN_S + 5)
             down_after = time.monotonic() - dropped_at
-            await _publish(publisher, JOBS[0], 3)
+            await publish_progress(publisher, JOBS[0], 3)
         finally:
             await redis.config_set("maxclients", allowed)
         await wait_until(lambda: _readiness(client, 200), message="/readyz 200 again")
     for job_id in JOBS:
-        await _finish(publisher, job_id)
+        await publish_completed(publisher, job_id)
 
     assert down == {"status": "unavailable", "redis": "pubsub unavailable", "workers": 0}
     assert down_after >= READY_WITHIN_S, "a reconnect shorter than the bound is still ready"
@@ -256,14 +249,14 @@ async def test_a_stream_that_lost_what_the_hub_delivered_ends_its_streams_into_a
             for watch in watches
         ]
         await wait_until(lambda: all(len(watch.events) == 2 for watch in watches))
-        await _publish(publisher, job_id, 5)
+        await publish_progress(publisher, job_id, 5)
         await wait_until(lambda: all(len(watch.events) == 7 for watch in watches))
         lost = [raw for raw, _ in await redis.xrevrange(keys.events(job_id), count=2)]
         await redis.xdel(keys.events(job_id), *lost)
         await redis.client_kill_filter(_type="pubsub")
         await wait_until(lambda: all(watch.made_up for watch in watches), message="resets")
-        await _publish(publisher, job_id, 3)
-        await _finish(publisher, job_id)
+        await publish_progress(publisher, job_id, 3)
+        await publish_completed(publisher, job_id)
         await asyncio.gather(*watching)
 
     stored = [raw.decode() for raw, _ in await redis.xrange(keys.events(job_id))]

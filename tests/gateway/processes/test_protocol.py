@@ -44,7 +44,15 @@ from shared.publish import Publisher
 from shared.settings import Settings
 from shared.streamid import StreamId
 from tests.conftest import Gateway, StartGateway
-from tests.support import RawResponse, dechunk, raw_get, scaled, stream_ids, wait_until
+from tests.support import (
+    RawResponse,
+    dechunk,
+    publish_completed,
+    raw_get,
+    scaled,
+    stream_ids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,7 +155,7 @@ async def test_large_allowed_heads_one_after_another_on_one_connection_are_serve
         answers = [await client.request(REQUEST_LINE + big_header + b"\r\n") for _ in range(5)]
         watching = asyncio.create_task(client.request(_stream_request(job_id, big_header)))
         await wait_until(lambda: gateway.hub.counts()["subscribers"] == 1)
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         events = await watching
 
     assert [answer.status for answer in answers] == [200] * 5
@@ -168,7 +176,7 @@ async def test_an_event_stream_gets_the_direct_write_path(
         [subscriber] = gateway.hub._subscribers
         for n in range(3):
             await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": n}))
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         events = await watching
 
     assert isinstance(subscriber.connection, TransportConnection)
@@ -179,11 +187,6 @@ async def test_an_event_stream_gets_the_direct_write_path(
 async def _queue(publisher: Publisher, job_id: str) -> None:
     queued = make_event(EventType.QUEUED, job_id, 0, {"name": "bench", "args": {}})
     assert (await publisher.publish(queued, create=True)).accepted
-
-
-async def publish_completed(redis: Redis, settings: Settings, job_id: str) -> None:
-    completed = make_event(EventType.COMPLETED, job_id, 1, {"result": None})
-    assert (await Publisher(redis, settings).publish(completed)).accepted
 
 
 def _stream_request(job_id: str, extra_headers: bytes = b"") -> bytes:
@@ -241,7 +244,7 @@ async def test_a_request_sent_while_a_stream_is_held_is_answered_when_it_ends(
         ]
         await wait_until(lambda: vars(protocol)["parser"] is not None, message="a new parser")
         writer.write(b"st: a\r\nConnection: close\r\n\r\n")
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         rest = await read_to_close(reader)
     finally:
         writer.close()
@@ -335,7 +338,7 @@ async def test_an_event_stream_outlives_the_head_limit(
         # A connection opened with the stream, cut by the sweep: the limit has passed.
         assert await read_to_close(silent.reader) == b""
         await publisher.publish(make_event(EventType.PROGRESS, job_id, 1, {"current": 1}))
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         events = await watching
 
     assert events.status == 200
@@ -362,7 +365,7 @@ async def test_a_held_stream_keeps_a_lean_connection(
         assert sys.getsizeof(vars(protocol)) < 512
         assert isinstance(protocol.flow, LeanFlowControl)
         assert sys.getsizeof(protocol.pipeline) < 128  # an empty deque: 624
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         events = await watching
     assert events.event_ids() == await stream_ids(redis, settings, job_id)
 
@@ -389,7 +392,7 @@ async def test_a_held_stream_keeps_no_request_objects_and_its_connection_serves_
         assert vars(protocol)["parser"] is None
         assert not isinstance(vars(protocol)["cycle"], RequestResponseCycle)
         assert len(gateway.server.server_state.tasks) == 1
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         async with asyncio.timeout(scaled(10)):
             body = await reader.readuntil(b"\r\n0\r\n\r\n")
         assert b"event: completed" in body
@@ -477,7 +480,7 @@ async def test_a_resume_the_ring_vouches_for_is_answered_as_the_asgi_path_answer
         raw_get(gateway.port, f"/events?job={job_id}", {"Last-Event-ID": f"{job_id}:{ids[2]}"})
     )
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 3)
-    await publish_completed(redis, settings, job_id)
+    await publish_completed(Publisher(redis, settings), job_id)
     whole, resumed, composite = await asyncio.gather(watched.watching, resuming, multi)
     watched.first.writer.close()
     ids = await stream_ids(redis, settings, job_id)
@@ -516,7 +519,7 @@ async def test_stream_requests_the_ring_cannot_answer_alone_are_answered_by_the_
     unknown_job = await raw_get(gateway.port, "/jobs/nope/events", {"Last-Event-ID": ids[0]})
     inventing = asyncio.create_task(raw_get(gateway.port, path, {"Last-Event-ID": "1-1"}))
     await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
-    await publish_completed(redis, settings, job_id)
+    await publish_completed(Publisher(redis, settings), job_id)
     _, invented = await asyncio.gather(watched.watching, inventing)
     watched.first.writer.close()
     ids = await stream_ids(redis, settings, job_id)
@@ -562,7 +565,7 @@ async def test_a_ring_answer_is_access_logged_with_its_request_id_and_forwarded_
         }
         resuming = asyncio.create_task(raw_get(gateway.port, f"/jobs/{job_id}/events", headers))
         await wait_until(lambda: gateway.hub.counts()["subscribers"] == 2)
-        await publish_completed(redis, settings, job_id)
+        await publish_completed(Publisher(redis, settings), job_id)
         await asyncio.gather(watched.watching, resuming)
     finally:
         access.removeHandler(lines)
