@@ -46,13 +46,35 @@ def _released() -> None:
     pass
 
 
-class EventStreamResponse:
+class _HubStream:
+    """What either response hands the hub: the jobs and where each resumes, the bytes that go
+    first, whether the stream carries several jobs, and how long its end may take to send."""
+
+    __slots__ = ("_composite", "_head", "_hub", "_resumes", "_send_timeout")
+
+    def __init__(
+        self,
+        hub: Hub,
+        resumes: list[Resume],
+        head: bytes,
+        *,
+        composite: bool,
+        send_timeout: float,
+    ) -> None:
+        self._hub = hub
+        self._resumes = resumes
+        self._head = head
+        self._composite = composite
+        self._send_timeout = send_timeout
+
+
+class EventStreamResponse(_HubStream):
     """The stream over HTTP. Under Jobwire's server it is held (`TransportConnection.cork`):
     its head goes out with the first frames, and its ASGI call returns once the head is
     built, leaving one small task to carry the stream; `release` is called when the stream
     ends, however it ends."""
 
-    __slots__ = ("_composite", "_head", "_hub", "_release", "_resumes", "_send_timeout")
+    __slots__ = ("_release",)
 
     def __init__(
         self,
@@ -64,11 +86,7 @@ class EventStreamResponse:
         send_timeout: float,
         release: Callable[[], None] | None = None,
     ) -> None:
-        self._hub = hub
-        self._resumes = resumes
-        self._head = head
-        self._composite = composite
-        self._send_timeout = send_timeout
+        super().__init__(hub, resumes, head, composite=composite, send_timeout=send_timeout)
         self._release = release or _released
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,24 +161,11 @@ _CLOSE_CODES = {
 _END = websocket.END.decode()
 
 
-class WebSocketStreamResponse:
+class WebSocketStreamResponse(_HubStream):
     """The stream over a WebSocket: accepted once the request was checked and its resume
     points found (a refusal is an HTTP answer before the upgrade), then fed by the hub."""
 
-    def __init__(
-        self,
-        hub: Hub,
-        resumes: list[Resume],
-        head: bytes,
-        *,
-        composite: bool,
-        send_timeout: float,
-    ) -> None:
-        self._hub = hub
-        self._resumes = resumes
-        self._head = head
-        self._composite = composite
-        self._send_timeout = send_timeout
+    __slots__ = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.accept"})
